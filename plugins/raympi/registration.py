@@ -8,6 +8,8 @@ import ray
 from .config import SCHEMA_PATH
 
 PLUGIN_CLASS = "raympi.plugin.MPIPlugin"
+# What a Ray node's environment needs for the `mpi` runtime env (e.g. in a KubeRay pod).
+PLUGIN_ENV = {"RAY_RUNTIME_ENV_PLUGINS": json.dumps([{"class": PLUGIN_CLASS}])}
 
 
 def registration_env(environ=os.environ) -> dict:

@@ -1,0 +1,16 @@
+"""Flyte tasks that run as MPI jobs (mpi4py, Horovod) on Ray: `@task(task_config=RayMPIJob(...))`."""
+
+from .config import CleanPodPolicy, Launcher, RayMPIJob, RestartPolicy, RunPolicy, Worker
+from .launch import ActiveDeadlineExceeded
+from .task import RayMPIFunctionTask
+
+__all__ = [
+    "ActiveDeadlineExceeded",
+    "CleanPodPolicy",
+    "Launcher",
+    "RayMPIFunctionTask",
+    "RayMPIJob",
+    "RestartPolicy",
+    "RunPolicy",
+    "Worker",
+]

@@ -1,0 +1,117 @@
+"""The driver side of a RayMPIJob run: connect to Ray (or start an embedded one), reserve the world's
+slots, run rank 0 inside an MPI world started by the `mpi` runtime env, and bring back its outputs."""
+
+import logging
+import os
+import sys
+from typing import Optional
+
+import cloudpickle
+import ray
+from flyteidl.core import literals_pb2
+from flytekit import logger
+from flytekit.core.context_manager import FlyteContext
+from flytekit.models.literals import LiteralMap
+from ray.exceptions import GetTimeoutError, RayTaskError
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+import raympi
+
+from .config import RayMPIJob
+from .ranks import PEER_ENTRY, Assignment, run_rank0
+
+# A failed MPI world is not retried by Ray: Flyte's `retries` decide that.
+_RANK0 = ray.remote(max_retries=0)(run_rank0)
+# The embedded local Ray's CPU count, or None when connected to a cluster (or not at all).
+_embedded_cpus: Optional[int] = None
+
+
+class ActiveDeadlineExceeded(TimeoutError):
+    pass
+
+
+def run(task, ctx: FlyteContext, inputs: LiteralMap) -> LiteralMap:
+    config: RayMPIJob = task.task_config
+    local = ctx.execution_state.is_local_execution()
+    _connect(config)
+    bundle = {"GPU": config.slots} if config.gpus_per_worker else {"CPU": config.slots}
+    reservation = placement_group([bundle] * config.workers, strategy="PACK" if local else "STRICT_SPREAD")
+    try:
+        _wait_for(reservation, config)
+        rank0 = _RANK0.options(
+            name=f"{task.name} (MPI rank 0)",
+            num_cpus=0 if config.gpus_per_worker else config.slots,
+            num_gpus=config.slots if config.gpus_per_worker else 0,
+            runtime_env=_runtime_env(config, local),
+            scheduling_strategy=PlacementGroupSchedulingStrategy(reservation, placement_group_bundle_index=0),
+        )
+        params = ctx.user_space_params
+        assignment = Assignment(
+            task=task,
+            inputs=inputs.to_flyte_idl().SerializeToString(),
+            raw_output_prefix=ctx.file_access.raw_output_prefix,
+            mode=ctx.execution_state.mode,
+            execution_id=params.execution_id,
+            task_id=params.task_id,
+        )
+        outputs = _result(rank0.remote(list(sys.path), cloudpickle.dumps(assignment)), config)
+    finally:
+        remove_placement_group(reservation)
+    return LiteralMap.from_flyte_idl(literals_pb2.LiteralMap.FromString(outputs))
+
+
+def _result(ref, config: RayMPIJob) -> bytes:
+    deadline = config.active_deadline_seconds
+    try:
+        return ray.get(ref, timeout=deadline)
+    except GetTimeoutError:
+        ray.cancel(ref, force=True)
+        raise ActiveDeadlineExceeded(
+            f"the MPI job ran longer than run_policy.active_deadline_seconds={deadline} and was stopped"
+        ) from None
+    except RayTaskError as error:
+        raise error.as_instanceof_cause() from None
+
+
+def _runtime_env(config: RayMPIJob, local: bool) -> dict:
+    mpirun_args = ["-n", str(config.world_size), *config.mpirun_args]
+    cores = os.cpu_count() or 1
+    if config.workers == 1 and config.world_size > cores:
+        logger.warning(f"{config.world_size} MPI ranks on a node with {cores} cores: oversubscribing")
+        mpirun_args.insert(0, "--oversubscribe")
+    env = dict(config.runtime_env or {})
+    if not local:
+        # Fast-registered code is in the entrypoint's working directory, on the head only.
+        env.setdefault("working_dir", os.getcwd())
+    env["mpi"] = {"args": mpirun_args, "worker_entry": PEER_ENTRY}
+    return env
+
+
+def _connect(config: RayMPIJob) -> None:
+    """Connect to the configured cluster, else reuse or start an embedded local Ray big enough."""
+    global _embedded_cpus
+    needed = config.world_size
+    if ray.is_initialized() and (_embedded_cpus is None or _embedded_cpus >= needed):
+        return
+    if ray.is_initialized():
+        ray.shutdown()
+    address = config.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING)
+        _embedded_cpus = None
+        return
+    _embedded_cpus = max(os.cpu_count() or 1, needed)
+    raympi.init_ray(num_cpus=_embedded_cpus, num_gpus=config.gpus_per_worker * config.workers,
+                    include_dashboard=False, logging_level=logging.WARNING)
+
+
+def _wait_for(reservation, config: RayMPIJob) -> None:
+    try:
+        ray.get(reservation.ready(), timeout=config.placement_timeout_seconds)
+    except GetTimeoutError:
+        raise TimeoutError(
+            f"Ray could not reserve {config.workers} worker(s) x {config.slots} slots within "
+            f"placement_timeout_seconds={config.placement_timeout_seconds}: the cluster has "
+            f"{ray.cluster_resources()} in all"
+        ) from None

@@ -1,0 +1,86 @@
+"""`RayMPIJob` -> flyteidl `RayJob`: the Ray cluster the stock Flyte backend and KubeRay start for the task.
+
+The head is the launcher (where `pyflyte-execute` runs as the Ray driver; it offers no CPUs, so no
+rank lands there); one worker group of `workers` pods offers `slots` CPUs (or GPUs) each; every pod
+has the `mpi` runtime env registered. Pod specs are plain dicts: no `kubernetes` package needed.
+"""
+
+from typing import Dict, Optional
+
+import yaml
+from flyteidl.core.tasks_pb2 import K8sPod
+from flyteidl.plugins.ray_pb2 import HeadGroupSpec, RayCluster, RayJob, WorkerGroupSpec
+from flytekit import Resources
+from google.protobuf.json_format import MessageToDict, ParseDict
+from google.protobuf.struct_pb2 import Struct
+
+from raympi.registration import PLUGIN_ENV
+
+from .config import CleanPodPolicy, RayMPIJob
+
+HEAD_CONTAINER = "ray-head"
+WORKER_CONTAINER = "ray-worker"
+WORKER_GROUP = "mpi-workers"
+_QUANTITY_NAMES = {"cpu": "cpu", "mem": "memory", "gpu": "nvidia.com/gpu", "ephemeral_storage": "ephemeral-storage"}
+
+
+def ray_job_custom(config: RayMPIJob) -> Dict:
+    """The task template's `custom`: `MessageToDict` of the flyteidl `RayJob`."""
+    return MessageToDict(ray_job(config))
+
+
+def ray_job(config: RayMPIJob) -> RayJob:
+    launcher, worker = config.launcher, config.worker
+    slots = str(config.slots)
+    worker_start_params = {"num-gpus": slots} if config.gpus_per_worker else {"num-cpus": slots}
+    return RayJob(
+        ray_cluster=RayCluster(
+            head_group_spec=HeadGroupSpec(
+                ray_start_params={"num-cpus": "0"},
+                k8s_pod=_pod(HEAD_CONTAINER, launcher.image, launcher.requests, launcher.limits),
+            ),
+            worker_group_spec=[
+                WorkerGroupSpec(
+                    group_name=WORKER_GROUP,
+                    replicas=config.workers,
+                    min_replicas=config.workers,
+                    max_replicas=config.workers,
+                    ray_start_params=worker_start_params,
+                    k8s_pod=_pod(WORKER_CONTAINER, worker.image, worker.requests, worker.limits),
+                )
+            ],
+        ),
+        runtime_env_yaml=yaml.safe_dump(config.runtime_env) if config.runtime_env else None,
+        shutdown_after_job_finishes=config.shutdown_after_job_finishes or _cleans_pods(config),
+        ttl_seconds_after_finished=_ttl(config),
+    )
+
+
+def _cleans_pods(config: RayMPIJob) -> bool:
+    policy = config.run_policy.clean_pod_policy if config.run_policy else None
+    return policy in (CleanPodPolicy.ALL, CleanPodPolicy.RUNNING)
+
+
+def _ttl(config: RayMPIJob) -> Optional[int]:
+    if config.ttl_seconds_after_finished is not None:
+        return config.ttl_seconds_after_finished
+    return config.run_policy.ttl_seconds_after_finished if config.run_policy else None
+
+
+def _pod(container_name: str, image: Optional[str], requests: Optional[Resources],
+         limits: Optional[Resources]) -> K8sPod:
+    container = {"name": container_name, "env": [{"name": k, "value": v} for k, v in PLUGIN_ENV.items()]}
+    if image:
+        container["image"] = image
+    resources = {kind: _quantities(r) for kind, r in (("requests", requests), ("limits", limits)) if r}
+    if resources:
+        container["resources"] = resources
+    return K8sPod(pod_spec=ParseDict({"containers": [container]}, Struct()))
+
+
+def _quantities(resources: Resources) -> Dict[str, str]:
+    return {
+        name: str(getattr(resources, field))
+        for field, name in _QUANTITY_NAMES.items()
+        if getattr(resources, field) is not None
+    }
