@@ -188,6 +188,19 @@ def test_bad_config_is_a_clear_error(mpi, field):
     assert field in str(from_ray.value)
 
 
+def test_args_mpirun_rejects_fail_fast_instead_of_retrying_forever():
+    @ray.remote(runtime_env={"mpi": {"args": ["-n", "64"], "worker_entry": "mpi_entries.pi_worker"}})
+    def too_big():
+        return 1
+
+    start = time.monotonic()
+    with pytest.raises(RuntimeEnvSetupError) as caught:
+        ray.get(too_big.remote(), timeout=120)
+    assert time.monotonic() - start < 30
+    assert "mpirun rejected runtime_env['mpi']['args']" in str(caught.value)
+    assert "not enough slots" in str(caught.value).lower()
+
+
 def test_entry_that_does_not_import_is_a_clear_error():
     @ray.remote(runtime_env={"mpi": {"args": ["-n", "2"], "worker_entry": "mpi_entries.no_such_function"}})
     def task():

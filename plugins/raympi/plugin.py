@@ -4,6 +4,7 @@ Register it in the environment of whatever starts the raylet, before Ray starts:
     RAY_RUNTIME_ENV_PLUGINS='[{"class": "raympi.plugin.MPIPlugin"}]'
 """
 
+import asyncio
 import logging
 import shlex
 from typing import List
@@ -23,6 +24,22 @@ class MPIPlugin(RuntimeEnvPlugin):
     @staticmethod
     def validate(runtime_env_dict: dict) -> None:
         MPIConfig.parse(runtime_env_dict["mpi"])
+
+    async def create(self, uri, runtime_env, context: RuntimeEnvContext, logger: logging.Logger) -> float:
+        """Let mpirun check the args (slots, flags) without launching: a world that cannot start would
+        otherwise make Ray retry the worker forever, a hang instead of an error."""
+        config = MPIConfig.parse(runtime_env["mpi"])
+        command = mpirun_command(config.args, config.worker_entry, context.py_executable)
+        process = await asyncio.create_subprocess_exec(
+            *command[:-4], "--do-not-launch", *command[-4:],
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )
+        _, stderr = await process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(
+                f"mpirun rejected runtime_env['mpi']['args'] = {config.args}:\n{stderr.decode(errors='replace')}"
+            )
+        return 0
 
     def modify_context(self, uris: List[str], runtime_env, context: RuntimeEnvContext,
                        logger: logging.Logger) -> None:

@@ -13,7 +13,7 @@ from flytekit import logger
 from flytekit.core.context_manager import FlyteContext
 from flytekit.models.literals import LiteralMap
 from ray.exceptions import GetTimeoutError, RayTaskError
-from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 import raympi
@@ -39,6 +39,7 @@ def run(task, ctx: FlyteContext, inputs: LiteralMap) -> LiteralMap:
     reservation = placement_group([bundle] * config.workers, strategy="PACK" if local else "STRICT_SPREAD")
     try:
         _wait_for(reservation, config)
+        _check_single_node(reservation)
         rank0 = _RANK0.options(
             name=f"{task.name} (MPI rank 0)",
             num_cpus=0 if config.gpus_per_worker else config.slots,
@@ -77,7 +78,7 @@ def _result(ref, config: RayMPIJob) -> bytes:
 def _runtime_env(config: RayMPIJob, local: bool) -> dict:
     mpirun_args = ["-n", str(config.world_size), *config.mpirun_args]
     cores = os.cpu_count() or 1
-    if config.workers == 1 and config.world_size > cores:
+    if config.world_size > cores:
         logger.warning(f"{config.world_size} MPI ranks on a node with {cores} cores: oversubscribing")
         mpirun_args.insert(0, "--oversubscribe")
     env = dict(config.runtime_env or {})
@@ -104,6 +105,16 @@ def _connect(config: RayMPIJob) -> None:
     _embedded_cpus = max(os.cpu_count() or 1, needed)
     raympi.init_ray(num_cpus=_embedded_cpus, num_gpus=config.gpus_per_worker * config.workers,
                     include_dashboard=False, logging_level=logging.WARNING)
+
+
+def _check_single_node(reservation) -> None:
+    nodes = set(placement_group_table(reservation)["bundles_to_node_id"].values())
+    if len(nodes) > 1:
+        raise NotImplementedError(
+            f"Ray reserved this world's slots on {len(nodes)} nodes; launching ranks on other Ray nodes "
+            "is not supported yet, and running them all on one node instead would be a silent lie. "
+            "Use worker=Worker(replicas=1) with more slots for now."
+        )
 
 
 def _wait_for(reservation, config: RayMPIJob) -> None:

@@ -49,7 +49,8 @@ def run_rank0(sys_path: List[str], payload: bytes) -> bytes:
 
     mpi_init()
     assignment = _load(MPI.COMM_WORLD.bcast((sys_path, payload), root=0))
-    with rank_context(assignment) as ctx:
+    # Kept: a local run's file outputs stay where rank 0 wrote them, as in flytekit's own local runs.
+    with rank_context(assignment, keep_working_dir=True) as ctx:
         outputs = PythonFunctionTask.dispatch_execute(assignment.task, ctx, assignment.input_literals())
     return outputs.to_flyte_idl().SerializeToString()
 
@@ -60,7 +61,7 @@ def run_peer() -> None:
 
     assignment = _load(MPI.COMM_WORLD.bcast(None, root=0))
     task = assignment.task
-    with rank_context(assignment) as ctx:
+    with rank_context(assignment, keep_working_dir=False) as ctx:
         inputs = TypeEngine.literal_map_to_kwargs(ctx, assignment.input_literals(), task.python_interface.inputs)
         try:
             task.execute(**inputs)
@@ -75,7 +76,7 @@ def _load(message) -> Assignment:
 
 
 @contextmanager
-def rank_context(assignment: Assignment):
+def rank_context(assignment: Assignment, keep_working_dir: bool):
     """A flytekit execution context for this rank: its own working directory, the driver's raw output
     prefix, execution id and mode, so `flytekit.current_context()` and data types work on every rank."""
     sandbox = tempfile.mkdtemp(prefix="raympi-rank-")
@@ -96,4 +97,5 @@ def rank_context(assignment: Assignment):
         with FlyteContextManager.with_context(ctx.with_file_access(file_access).with_execution_state(state)) as rank_ctx:
             yield rank_ctx
     finally:
-        shutil.rmtree(sandbox, ignore_errors=True)
+        if not keep_working_dir:
+            shutil.rmtree(sandbox, ignore_errors=True)
