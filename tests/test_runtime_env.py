@@ -234,3 +234,18 @@ def test_mpi_init_outside_a_world_says_how_to_register():
 
     with pytest.raises(RayTaskError, match="RAY_RUNTIME_ENV_PLUGINS"):
         ray.get(task.remote(), timeout=60)
+
+
+def test_py_executable_carries_the_same_launch_without_the_plugin():
+    from raympi import py_executable
+
+    @ray.remote(runtime_env={"py_executable": py_executable(["--oversubscribe", "-n", "3"], "mpi_entries.report_worker")})
+    def report():
+        mpi_init()
+        from mpi4py import MPI
+
+        import mpi_entries
+
+        return MPI.COMM_WORLD.gather(mpi_entries.describe(), root=0)
+
+    assert [r["rank"] for r in ray.get(report.remote(), timeout=120)] == [0, 1, 2]
