@@ -6,8 +6,8 @@ import os
 import runpy
 import socket
 import sys
-import subprocess
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ray._private.function_manager import FunctionActorManager, FunctionExecutionInfo
@@ -70,12 +70,13 @@ def _accelerator_env() -> dict:
     return {name: os.environ[name] for name in names if name and name in os.environ}
 
 
-def _watch_raylet(raylet_pid: int) -> None:
-    """Ray's own orphan check looks at the parent pid, which here is mpirun's. A separate watcher process
-    (it needs no GIL of ours, which a stuck worker may hold) kills this rank when the raylet is gone."""
-    script = f"while kill -0 {raylet_pid} && kill -0 {os.getpid()}; do sleep 1; done 2>/dev/null; kill -9 {os.getpid()}"
-    subprocess.Popen(["sh", "-c", script], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                     stderr=subprocess.DEVNULL)
+def _exit_when_gone(pid: int) -> None:
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        time.sleep(1)
 
 
 def run_ray_worker(supervisor: Supervisor, ray_worker_argv: list) -> None:
@@ -90,7 +91,9 @@ def run_ray_worker(supervisor: Supervisor, ray_worker_argv: list) -> None:
         return guard.execution_info(info, is_task=not function_descriptor.class_name)
 
     FunctionActorManager.get_execution_info = get_execution_info
-    _watch_raylet(int(os.environ["RAY_RAYLET_PID"]))
+    # Ray's own orphan check looks at the parent pid, which here is mpirun's: watch the raylet instead.
+    threading.Thread(target=_exit_when_gone, args=(int(os.environ["RAY_RAYLET_PID"]),),
+                     name="raympi-raylet-watch", daemon=True).start()
     sys.argv = list(ray_worker_argv)
     try:
         runpy.run_path(ray_worker_argv[0], run_name="__main__")
