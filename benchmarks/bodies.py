@@ -68,6 +68,7 @@ def _stamp(enter: float, result) -> None:
     ppid, parent_name = procinfo.parent(pid)
     stamp = {
         "rank": MPI.COMM_WORLD.rank,
+        "pid": pid,
         "enter": enter,
         "exit": time.time(),
         "started": procinfo.started(pid),

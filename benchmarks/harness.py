@@ -16,6 +16,7 @@ from typing import Any
 import ray
 import raympi
 
+from benchmarks import procinfo
 from benchmarks.bodies import SETTINGS_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +44,8 @@ class Sample:
     wall: float
     phases: dict[str, float]  # empty when the world was not started by mpirun
     result: Any  # what rank 0's body stamped
+    prestarted: bool = False  # the world's processes were started before the call (Ray had started it earlier)
+    leftovers: int = 0  # rank processes of earlier runs still alive when this run started
 
 
 def phases(start: float, end: float, stamps: list[dict]) -> dict[str, float]:
@@ -70,6 +73,7 @@ class Session:
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
         raympi.init_ray(num_cpus=ray_cpus, include_dashboard=False, logging_level=logging.WARNING)
         self.samples: dict[str, list[Sample]] = {}
+        self._ranks_seen: set[tuple[int, float]] = set()  # (pid, start time) of every rank so far
 
     def measure(self, cases: list[Case], repeats: int, warmup: int = 1) -> None:
         """Run each case not measured yet `warmup` times untimed, then `repeats` times, round-robin."""
@@ -92,9 +96,14 @@ class Session:
     def _once(self, case: Case) -> Sample:
         for stale in self._stamps.iterdir():
             stale.unlink()
+        self._ranks_seen = {rank for rank in self._ranks_seen if procinfo.alive(*rank)}
         start = time.time()
         case.run()
         end = time.time()
         stamps = [json.loads(p.read_text()) for p in self._stamps.iterdir()]
         rank0 = next((s["result"] for s in stamps if s["rank"] == 0), None)
-        return Sample(end - start, phases(start, end, stamps), rank0)
+        # /proc counts in ticks of 10 ms
+        prestarted = any(s["parent"] in MPIRUN_NAMES and s["parent_started"] < start - 0.02 for s in stamps)
+        leftovers = len(self._ranks_seen)
+        self._ranks_seen |= {(s["pid"], s["started"]) for s in stamps}
+        return Sample(end - start, phases(start, end, stamps), rank0, prestarted, leftovers)

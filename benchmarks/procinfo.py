@@ -22,3 +22,12 @@ def parent(pid: int):
     """(parent pid, parent's command name)."""
     ppid = int(_stat(pid)[1][1])
     return ppid, _stat(ppid)[0]
+
+
+def alive(pid: int, started_at: float) -> bool:
+    """The process `pid` that started at `started_at` (not a later one with its pid) runs, or sleeps:
+    it is neither gone nor a zombie."""
+    try:
+        return _stat(pid)[1][0] != "Z" and abs(started(pid) - started_at) < 0.05
+    except FileNotFoundError:
+        return False

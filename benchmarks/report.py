@@ -51,7 +51,7 @@ def machine() -> dict:
     }
 
 
-def markdown(sections: list[Section], about: dict) -> str:
+def markdown(sections: list[Section], about: dict, samples: dict) -> str:
     parts = ["| machine | |\n| --- | --- |\n" + "\n".join(f"| {k} | {v} |" for k, v in about.items())]
     targets = [t for s in sections for t in s.targets]
     if targets:
@@ -60,13 +60,26 @@ def markdown(sections: list[Section], about: dict) -> str:
     for section in sections:
         table = tabulate(section.rows, section.headers, tablefmt="github", disable_numparse=True)
         parts.append(f"### {section.title}\n\n{table}" + (f"\n\n{section.notes}" if section.notes else ""))
+    parts.append(hygiene(samples))
     return "\n\n".join(parts) + "\n"
+
+
+def hygiene(samples: dict) -> str:
+    """Runs that did not start from a clean slate: their world was already running (started by Ray before
+    the call), or ranks of earlier runs were still alive (they compete for the cores)."""
+    rows = [[key, len(runs), sum(s.prestarted for s in runs), sum(s.leftovers > 0 for s in runs),
+             max(s.leftovers for s in runs)]
+            for key, runs in samples.items() if any(s.prestarted or s.leftovers for s in runs)]
+    if not rows:
+        return "### Run hygiene\n\nEvery run started with no rank of an earlier run alive and a world of its own."
+    return "### Run hygiene\n\n" + tabulate(rows, ["case", "runs", "world already running", "earlier ranks alive",
+                                                     "most earlier ranks alive"], tablefmt="github")
 
 
 def write(out: Path, sections: list[Section], about: dict, samples: dict) -> str:
     """Write table.md, results.json and plot.png into `out`; return the Markdown."""
     out.mkdir(parents=True, exist_ok=True)
-    text = markdown(sections, about)
+    text = markdown(sections, about, samples)
     (out / "table.md").write_text(text)
     raw = {"machine": about, "samples": {key: [asdict(s) for s in runs] for key, runs in samples.items()}}
     (out / "results.json").write_text(json.dumps(raw, indent=1))
