@@ -18,6 +18,7 @@ def local_ray():
     import raympi
 
     raympi.init_ray(
+        address="local",
         num_cpus=2,
         num_gpus=1,
         include_dashboard=False,
@@ -46,3 +47,30 @@ def wait_until_gone(pids, within: float = 15.0) -> set:
 def recorded_pids(path: Path) -> set:
     """Rank pids and their mpirun pids written by mpi_entries.record_pids."""
     return {int(p) for line in path.read_text().split("\n") if line for p in line.split()}
+
+
+def seconds_since_failure(pids_file: Path) -> float:
+    """Seconds since a rank failed (mpi_entries.fail): world start-up, slow on a loaded machine, excluded."""
+    return time.time() - float(Path(f"{pids_file}.failed").read_text())
+
+
+def marked_processes(marker: str) -> set:
+    """Live processes whose environment holds `marker` ("NAME=value"), inherited from whoever started Ray."""
+    found = set()
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if marker.encode() + b"\0" in f.read() + b"\0" and alive(int(entry)):
+                    found.add(int(entry))
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return found
+
+
+def command_line(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except FileNotFoundError:
+        return ""
+

@@ -29,9 +29,8 @@ class MPIPlugin(RuntimeEnvPlugin):
         """Let mpirun check the args (slots, flags) without launching: a world that cannot start would
         otherwise make Ray retry the worker forever, a hang instead of an error."""
         config = MPIConfig.parse(runtime_env["mpi"])
-        command = mpirun_command(config.args, config.worker_entry, context.py_executable)
         process = await asyncio.create_subprocess_exec(
-            *command[:-4], "--do-not-launch", *command[-4:],
+            *mpirun_command(config, context.py_executable, "--do-not-launch"),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         )
         _, stderr = await process.communicate()
@@ -44,5 +43,5 @@ class MPIPlugin(RuntimeEnvPlugin):
     def modify_context(self, uris: List[str], runtime_env, context: RuntimeEnvContext,
                        logger: logging.Logger) -> None:
         config = MPIConfig.parse(runtime_env["mpi"])
-        context.py_executable = shlex.join(mpirun_command(config.args, config.worker_entry, context.py_executable))
+        context.py_executable = shlex.join(mpirun_command(config, context.py_executable))
         logger.info("mpi runtime env: worker starts as %s", context.py_executable)

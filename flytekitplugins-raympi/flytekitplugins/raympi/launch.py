@@ -8,18 +8,17 @@ from typing import Optional
 
 import cloudpickle
 import ray
-from flyteidl.core import literals_pb2
 from flytekit import logger
 from flytekit.core.context_manager import FlyteContext
 from flytekit.models.literals import LiteralMap
 from ray.exceptions import GetTimeoutError, RayTaskError
-from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
+from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 import raympi
 
 from .config import RayMPIJob
-from .ranks import PEER_ENTRY, Assignment, run_rank0
+from .ranks import PEER_ENTRY, Assignment, literals_from_bytes, literals_to_bytes, run_rank0
 
 # A failed MPI world is not retried by Ray: Flyte's `retries` decide that.
 _RANK0 = ray.remote(max_retries=0)(run_rank0)
@@ -39,18 +38,17 @@ def run(task, ctx: FlyteContext, inputs: LiteralMap) -> LiteralMap:
     reservation = placement_group([bundle] * config.workers, strategy="PACK" if local else "STRICT_SPREAD")
     try:
         _wait_for(reservation, config)
-        _check_single_node(reservation)
         rank0 = _RANK0.options(
             name=f"{task.name} (MPI rank 0)",
             num_cpus=0 if config.gpus_per_worker else config.slots,
             num_gpus=config.slots if config.gpus_per_worker else 0,
-            runtime_env=_runtime_env(config, local),
+            runtime_env=_runtime_env(config, local, raympi.placement(reservation, config.slots)),
             scheduling_strategy=PlacementGroupSchedulingStrategy(reservation, placement_group_bundle_index=0),
         )
         params = ctx.user_space_params
         assignment = Assignment(
             task=task,
-            inputs=inputs.to_flyte_idl().SerializeToString(),
+            inputs=literals_to_bytes(inputs),
             raw_output_prefix=ctx.file_access.raw_output_prefix,
             mode=ctx.execution_state.mode,
             execution_id=params.execution_id,
@@ -59,7 +57,7 @@ def run(task, ctx: FlyteContext, inputs: LiteralMap) -> LiteralMap:
         outputs = _result(rank0.remote(list(sys.path), cloudpickle.dumps(assignment)), config)
     finally:
         remove_placement_group(reservation)
-    return LiteralMap.from_flyte_idl(literals_pb2.LiteralMap.FromString(outputs))
+    return literals_from_bytes(outputs)
 
 
 def _result(ref, config: RayMPIJob) -> bytes:
@@ -75,7 +73,7 @@ def _result(ref, config: RayMPIJob) -> bytes:
         raise error.as_instanceof_cause() from None
 
 
-def _runtime_env(config: RayMPIJob, local: bool) -> dict:
+def _runtime_env(config: RayMPIJob, local: bool, placement: dict) -> dict:
     mpirun_args = ["-n", str(config.world_size), *config.mpirun_args]
     cores = os.cpu_count() or 1
     if config.world_size > cores:
@@ -85,7 +83,7 @@ def _runtime_env(config: RayMPIJob, local: bool) -> dict:
     if not local:
         # Fast-registered code is in the entrypoint's working directory, on the head only.
         env.setdefault("working_dir", os.getcwd())
-    env["mpi"] = {"args": mpirun_args, "worker_entry": PEER_ENTRY}
+    env["mpi"] = {"args": mpirun_args, "worker_entry": PEER_ENTRY, **placement}
     return env
 
 
@@ -103,18 +101,8 @@ def _connect(config: RayMPIJob) -> None:
         _embedded_cpus = None
         return
     _embedded_cpus = max(os.cpu_count() or 1, needed)
-    raympi.init_ray(num_cpus=_embedded_cpus, num_gpus=config.gpus_per_worker * config.workers,
+    raympi.init_ray(address="local", num_cpus=_embedded_cpus, num_gpus=config.gpus_per_worker * config.workers,
                     include_dashboard=False, logging_level=logging.WARNING)
-
-
-def _check_single_node(reservation) -> None:
-    nodes = set(placement_group_table(reservation)["bundles_to_node_id"].values())
-    if len(nodes) > 1:
-        raise NotImplementedError(
-            f"Ray reserved this world's slots on {len(nodes)} nodes; launching ranks on other Ray nodes "
-            "is not supported yet, and running them all on one node instead would be a silent lie. "
-            "Use worker=Worker(replicas=1) with more slots for now."
-        )
 
 
 def _wait_for(reservation, config: RayMPIJob) -> None:

@@ -33,8 +33,13 @@ class Assignment:
     execution_id: Any
     task_id: Any
 
-    def input_literals(self) -> LiteralMap:
-        return LiteralMap.from_flyte_idl(literals_pb2.LiteralMap.FromString(self.inputs))
+
+def literals_to_bytes(literals: LiteralMap) -> bytes:
+    return literals.to_flyte_idl().SerializeToString()
+
+
+def literals_from_bytes(data: bytes) -> LiteralMap:
+    return LiteralMap.from_flyte_idl(literals_pb2.LiteralMap.FromString(data))
 
 
 def run_rank0(sys_path: List[str], payload: bytes) -> bytes:
@@ -51,8 +56,8 @@ def run_rank0(sys_path: List[str], payload: bytes) -> bytes:
     assignment = _load(MPI.COMM_WORLD.bcast((sys_path, payload), root=0))
     # Kept: a local run's file outputs stay where rank 0 wrote them, as in flytekit's own local runs.
     with rank_context(assignment, keep_working_dir=True) as ctx:
-        outputs = PythonFunctionTask.dispatch_execute(assignment.task, ctx, assignment.input_literals())
-    return outputs.to_flyte_idl().SerializeToString()
+        outputs = PythonFunctionTask.dispatch_execute(assignment.task, ctx, literals_from_bytes(assignment.inputs))
+    return literals_to_bytes(outputs)
 
 
 def run_peer() -> None:
@@ -62,7 +67,7 @@ def run_peer() -> None:
     assignment = _load(MPI.COMM_WORLD.bcast(None, root=0))
     task = assignment.task
     with rank_context(assignment, keep_working_dir=False) as ctx:
-        inputs = TypeEngine.literal_map_to_kwargs(ctx, assignment.input_literals(), task.python_interface.inputs)
+        inputs = TypeEngine.literal_map_to_kwargs(ctx, literals_from_bytes(assignment.inputs), task.python_interface.inputs)
         try:
             task.execute(**inputs)
         except IgnoreOutputs:
