@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List
 
+import pandas as pd
 import pytest
 import ray
 from flytekit import current_context, task, workflow
@@ -73,32 +74,35 @@ def test_every_rank_takes_part(body, size):
 
 
 @task(task_config=world(slots=3))
-def read_everywhere(data: FlyteFile, scale: Scale) -> List[str]:
+def read_everywhere(data: FlyteFile, scale: Scale, frame: pd.DataFrame) -> List[str]:
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD
     with open(data) as f:
         content = f.read().strip()
-    row = f"{comm.rank}|{current_context().working_directory}|{content}|{scale.factor * comm.rank}{scale.label}"
+    row = (f"{comm.rank}|{current_context().working_directory}|{content}|{scale.factor * comm.rank}{scale.label}"
+           f"|{frame['v'].iloc[comm.rank::comm.size].sum()}")
     rows = comm.gather(row, root=0)
     if comm.rank != 0:
         raise IgnoreOutputs("only rank 0's outputs count")
     return rows
 
 
-def test_inputs_and_context_work_on_every_rank(tmp_path):
+def test_inputs_of_every_kind_and_context_work_on_every_rank(tmp_path):
     source = tmp_path / "input.txt"
     source.write_text("shared input\n")
 
     @workflow
-    def wf(data: FlyteFile, scale: Scale) -> List[str]:
-        return read_everywhere(data=data, scale=scale)
+    def wf(data: FlyteFile, scale: Scale, frame: pd.DataFrame) -> List[str]:
+        return read_everywhere(data=data, scale=scale, frame=frame)
 
-    rows = [row.split("|") for row in wf(data=FlyteFile(str(source)), scale=Scale(factor=5, label="x"))]
+    frame = pd.DataFrame({"v": range(9)})
+    rows = [row.split("|") for row in wf(data=FlyteFile(str(source)), scale=Scale(factor=5, label="x"), frame=frame)]
     assert [r[0] for r in rows] == ["0", "1", "2"]
     assert len({r[1] for r in rows}) == 3, "each rank has its own working directory"
     assert {r[2] for r in rows} == {"shared input"}
     assert [r[3] for r in rows] == ["0x", "5x", "10x"]
+    assert [r[4] for r in rows] == ["9", "12", "15"], "each rank read its third of the dataframe"
 
 
 @task(task_config=world(slots=2))
@@ -180,12 +184,17 @@ def test_rank0_that_raises_fails_the_task_with_its_exception(tmp_path):
     assert "rank 0 was told to fail" in str(error)
 
 
-def test_active_deadline_stops_a_hung_rank(tmp_path):
-    # Long enough for the world to start on a loaded 2-core machine, so that a rank really hangs.
-    hung = task(task_config=world(slots=3, run_policy=RunPolicy(active_deadline_seconds=40)))(failing.task_function)
+@pytest.mark.parametrize("limit, message", [
+    ({"task_config": world(slots=3, run_policy=RunPolicy(active_deadline_seconds=40))},
+     "run_policy.active_deadline_seconds=40 s"),
+    ({"task_config": world(slots=3), "timeout": 40}, "longer than timeout=40 s"),
+])
+def test_a_hung_rank_is_stopped_at_the_deadline(tmp_path, limit, message):
+    # 40 s: long enough for the world to start on a loaded 2-core machine, so that a rank really hangs.
+    hung = task(**limit)(failing.task_function)
     pids_file = tmp_path / "pids"
     start = time.monotonic()
-    with pytest.raises(ActiveDeadlineExceeded, match="active_deadline_seconds=40"):
+    with pytest.raises(ActiveDeadlineExceeded, match=message):
         hung(mode="hang", failing_rank=1, pids_file=str(pids_file))
     assert 40 <= time.monotonic() - start < 70
     assert len(recorded_pids(pids_file)) == 4, "three ranks and their mpirun were running"

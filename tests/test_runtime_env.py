@@ -8,7 +8,8 @@ import ray
 from ray.exceptions import RayTaskError, RuntimeEnvSetupError
 
 from conftest import recorded_pids, seconds_since_failure, wait_until_gone
-from raympi import MPIRankError, mpi_init
+import raympi
+from raympi import MPIRankError, MPIWorldError, mpi_init
 
 pytestmark = pytest.mark.usefixtures("local_ray")
 
@@ -251,3 +252,25 @@ def test_py_executable_carries_the_same_launch_without_the_plugin():
         return MPI.COMM_WORLD.gather(mpi_entries.describe(), root=0)
 
     assert [r["rank"] for r in ray.get(report.remote(), timeout=120)] == [0, 1, 2]
+
+
+def test_a_world_placed_other_than_reserved_is_an_error_not_a_silent_run():
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    group = placement_group([{"CPU": 1}])
+    ray.get(group.ready(), timeout=60)
+    try:
+        # Three ranks reserved on this node, but mpirun is told to start two.
+        mpi = {**mpi_env(2, "report_worker")["mpi"], **raympi.placement(group, ranks_per_bundle=3)}
+        assert mpi["hosts"] == [f"{ray.util.get_node_ip_address()}:3"]
+
+        @ray.remote(num_cpus=0, runtime_env={"mpi": mpi})
+        def misplaced():
+            mpi_init()
+
+        with pytest.raises(RayTaskError) as caught:
+            ray.get(misplaced.remote(), timeout=120)
+        assert isinstance(caught.value.as_instanceof_cause(), MPIWorldError)
+        assert "but Ray reserved" in str(caught.value)
+    finally:
+        remove_placement_group(group)

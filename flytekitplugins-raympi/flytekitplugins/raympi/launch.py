@@ -4,7 +4,7 @@ slots, run rank 0 inside an MPI world started by the `mpi` runtime env, and brin
 import logging
 import os
 import sys
-from typing import Optional
+from typing import Optional, Tuple
 
 import cloudpickle
 import ray
@@ -54,23 +54,30 @@ def run(task, ctx: FlyteContext, inputs: LiteralMap) -> LiteralMap:
             execution_id=params.execution_id,
             task_id=params.task_id,
         )
-        outputs = _result(rank0.remote(list(sys.path), cloudpickle.dumps(assignment)), config)
+        outputs = _result(rank0.remote(list(sys.path), cloudpickle.dumps(assignment)), task)
     finally:
         remove_placement_group(reservation)
     return literals_from_bytes(outputs)
 
 
-def _result(ref, config: RayMPIJob) -> bytes:
-    deadline = config.active_deadline_seconds
+def _result(ref, task) -> bytes:
+    seconds, limit = _deadline(task)
     try:
-        return ray.get(ref, timeout=deadline)
+        return ray.get(ref, timeout=seconds)
     except GetTimeoutError:
         ray.cancel(ref, force=True)
-        raise ActiveDeadlineExceeded(
-            f"the MPI job ran longer than run_policy.active_deadline_seconds={deadline} and was stopped"
-        ) from None
+        raise ActiveDeadlineExceeded(f"the MPI job ran longer than {limit}={seconds:g} s and was stopped") from None
     except RayTaskError as error:
         raise error.as_instanceof_cause() from None
+
+
+def _deadline(task) -> Tuple[Optional[float], str]:
+    """The sooner of run_policy.active_deadline_seconds and the task's Flyte timeout (which the Flyte
+    backend enforces on a cluster, and flytekit's local runs would ignore)."""
+    timeout = task.metadata.timeout
+    limits = [(task.task_config.active_deadline_seconds, "run_policy.active_deadline_seconds"),
+              (timeout.total_seconds() if timeout else None, "timeout")]
+    return min(((s, name) for s, name in limits if s is not None), default=(None, ""))
 
 
 def _runtime_env(config: RayMPIJob, local: bool, placement: dict) -> dict:
