@@ -4,7 +4,7 @@ args, with the templates filled in, joined by spaces, as the entrypoint of a Ray
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Dict, NamedTuple
+from typing import Any, Dict, NamedTuple, Union
 
 from flyteidl.core import errors_pb2, literals_pb2
 from flytekit import FlyteContextManager
@@ -31,23 +31,26 @@ def entrypoint(task, data_dir: Path) -> str:
     return " ".join(filled.get(arg, arg) for arg in container.args)
 
 
-def run_task(dashboard_url: str, task, inputs: Dict[str, Any], data_dir: Path, working_dir: Path,
-             timeout: float = 240) -> "Finished":
-    """Submit `task` with `inputs` as a Ray job; its outputs as Python values and its log, or JobFailed."""
+def run_task(dashboard_url: str, task, inputs: Union[Dict[str, Any], LiteralMap], data_dir: Path,
+             working_dir: Path, timeout: float = 240) -> "Finished":
+    """Submit `task` with `inputs` (Python values, or literals such as an upstream task's outputs) as a
+    Ray job; its outputs (as literals and as Python values) and its log, or JobFailed."""
     ctx = FlyteContextManager.current_context()
     types = task.python_interface.inputs
-    literals = TypeEngine.dict_to_literal_map(ctx, inputs, {name: types[name] for name in inputs})
+    literals = inputs if isinstance(inputs, LiteralMap) else TypeEngine.dict_to_literal_map(
+        ctx, inputs, {name: types[name] for name in inputs})
     data_dir.mkdir(parents=True, exist_ok=True)
     write_proto_to_file(literals.to_flyte_idl(), str(data_dir / "inputs.pb"))
     client = JobSubmissionClient(dashboard_url)
     job = client.submit_job(entrypoint=entrypoint(task, data_dir), runtime_env={"working_dir": str(working_dir)})
     status = _wait(client, job, timeout)
-    logs = client.get_job_logs(job)
-    if status != JobStatus.SUCCEEDED:
-        error = load_proto_from_file(errors_pb2.ErrorDocument, str(data_dir / "outputs" / "error.pb"))
-        raise JobFailed(error.error.message, logs)
-    outputs = LiteralMap.from_flyte_idl(load_proto_from_file(literals_pb2.LiteralMap, str(data_dir / "outputs" / "outputs.pb")))
-    return Finished(TypeEngine.literal_map_to_kwargs(ctx, outputs, task.python_interface.outputs), logs)
+    logs, written = client.get_job_logs(job), data_dir / "outputs"
+    if (written / "error.pb").exists():
+        raise JobFailed(load_proto_from_file(errors_pb2.ErrorDocument, str(written / "error.pb")).error.message, logs)
+    if status != JobStatus.SUCCEEDED or not (written / "outputs.pb").exists():
+        raise JobFailed(f"job {status}, outputs: {sorted(p.name for p in written.glob('*'))}", logs)
+    outputs = LiteralMap.from_flyte_idl(load_proto_from_file(literals_pb2.LiteralMap, str(written / "outputs.pb")))
+    return Finished(outputs, TypeEngine.literal_map_to_kwargs(ctx, outputs, task.python_interface.outputs), logs)
 
 
 def wait_until_accepting(dashboard_url: str, timeout: float = 120) -> None:
@@ -65,6 +68,7 @@ def wait_until_accepting(dashboard_url: str, timeout: float = 120) -> None:
 
 
 class Finished(NamedTuple):
+    literals: LiteralMap
     outputs: Dict[str, Any]
     logs: str
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from flytekit.models.literals import LiteralMap
 
 from conftest import TESTS_DIR, command_line, marked_processes, wait_until_gone
 from ray_job import JobFailed, run_task, wait_until_accepting
@@ -22,6 +23,18 @@ from raympi.registration import registration_env
 JOB_CODE = TESTS_DIR / "job_code"
 sys.path.insert(0, str(JOB_CODE))  # as the job's working_dir puts it: the task module is `mpi_jobs`
 import mpi_jobs  # noqa: E402
+
+
+def ray_start(env: dict, *args: str) -> None:
+    """`ray start` one node. Fixed agent ports spare the raylet waiting for them to report random ones,
+    which a loaded machine can make it give up on."""
+    agent_ports = [f"--{name}-port={free_port()}" for name in
+                   ("dashboard-agent-grpc", "dashboard-agent-listen", "metrics-export", "runtime-env-agent")]
+    done = subprocess.run([str(Path(sys.executable).with_name("ray")), "start", "--disable-usage-stats",
+                           "--node-ip-address=127.0.0.1", *args,
+                           *agent_ports], env=env, capture_output=True, text=True, timeout=180)
+    if done.returncode:
+        raise RuntimeError(f"ray start {' '.join(args)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
 
 
 def free_port() -> int:
@@ -45,18 +58,14 @@ def cluster():
     """A two-node Ray cluster on this machine; every process it started ends with it."""
     marker = f"RAYMPI_TEST_CLUSTER={uuid.uuid4().hex}"
     temp_dir = tempfile.mkdtemp(prefix="rmpi-", dir="/tmp")  # short: Ray's socket paths must fit
-    bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, **registration_env(), "PATH": f"{bin_dir}:{os.environ['PATH']}",
+    env = {**os.environ, **registration_env(), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
            **dict([marker.split("=")])}
     env.pop("RAY_ADDRESS", None)
     port, dashboard_port = free_port(), free_port()
-    ray_start = [f"{bin_dir}/ray", "start", "--disable-usage-stats"]
     try:
-        subprocess.run([*ray_start, "--head", f"--port={port}", "--num-cpus=0", f"--temp-dir={temp_dir}",
-                        "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-                        f"--dashboard-port={dashboard_port}"], env=env, check=True, capture_output=True, timeout=120)
-        subprocess.run([*ray_start, f"--address=127.0.0.1:{port}", "--num-cpus=2"],
-                       env=env, check=True, capture_output=True, timeout=120)
+        ray_start(env, "--head", f"--port={port}", "--num-cpus=0", f"--temp-dir={temp_dir}", "--include-dashboard=true",
+                  "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}")
+        ray_start(env, f"--address=127.0.0.1:{port}", "--num-cpus=2")
         wait_until_accepting(f"http://127.0.0.1:{dashboard_port}")
         yield Cluster(f"http://127.0.0.1:{dashboard_port}", marker)
     finally:
@@ -68,11 +77,12 @@ def cluster():
 def test_task_runs_as_a_ray_job_and_its_file_output_reaches_the_output_location(cluster, tmp_path):
     finished = run_task(cluster.dashboard_url, mpi_jobs.one_node, {"x": 3, "fail_on_rank": -1},
                         tmp_path / "report", JOB_CODE)
-    rows, report = finished.outputs["o0"], finished.outputs["o1"]
+    rows = finished.outputs["o0"]
     assert [row.split()[0] for row in rows] == ["0/2", "1/2"]
     assert {row.split()[3] for row in rows} == {"9"}, "allreduce of 3 * (rank + 1)"
-    assert str(report.remote_source).startswith(str(tmp_path / "report" / "raw")), report.remote_source
-    downstream = run_task(cluster.dashboard_url, mpi_jobs.read_report, {"report": report},
+    report = finished.literals.literals["o1"]
+    assert report.scalar.blob.uri.startswith(str(tmp_path / "report" / "raw")), "rank 0 uploaded it"
+    downstream = run_task(cluster.dashboard_url, mpi_jobs.read_report, LiteralMap({"report": report}),
                           tmp_path / "downstream", JOB_CODE)
     assert downstream.outputs["o0"].splitlines()[1:] == rows
     assert "[rank 1] rank 1 of 2 reporting" in finished.logs, "peer output is in the job's log, tagged"

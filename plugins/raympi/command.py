@@ -9,6 +9,11 @@ from typing import List
 
 from .config import MPIConfig
 
+# What raympi.launch_agent reads: the cluster to start daemons through, and rank 0's runtime env
+# (without `mpi`, set by the mpi runtime env plugin) for them.
+RAY_ADDRESS_VAR = "RAYMPI_RAY_ADDRESS"
+DAEMON_RUNTIME_ENV = "RAYMPI_DAEMON_RUNTIME_ENV"
+
 
 class MPIRunNotFound(FileNotFoundError):
     pass
@@ -35,8 +40,10 @@ def mpirun_command(config: MPIConfig, python: str = sys.executable, *mpirun_flag
     """
     root = ["--allow-run-as-root"] if os.geteuid() == 0 else []
     runner = [python, "-m", "raympi.runner", *_expected_hosts(config), config.worker_entry]
-    return [find_mpirun(python), *root, "--enable-recovery", *_placement(config, python), *config.args,
-            *mpirun_flags, *runner]
+    mpirun = [find_mpirun(python), *root, "--enable-recovery", *_placement(config, python), *config.args,
+              *mpirun_flags, *runner]
+    # The agent finds the cluster in its environment (PRRTE would split an address in its command at ":").
+    return ["env", f"{RAY_ADDRESS_VAR}={config.ray_address}", *mpirun] if len(config.hosts) > 1 else mpirun
 
 
 def py_executable(mpi: dict, python: str = sys.executable) -> str:
@@ -52,7 +59,7 @@ def _placement(config: MPIConfig, python: str) -> List[str]:
     hosts = ["--host", ",".join(config.hosts)]
     if len(config.hosts) == 1:
         return hosts
-    agent = f"{python} -m raympi.launch_agent --ray-address={config.ray_address}"
+    agent = f"{python} -m raympi.launch_agent"
     return [*hosts, "--prtemca", "plm_ssh_agent", agent, "--prtemca", "plm_ssh_no_tree_spawn", "1"]
 
 

@@ -1,19 +1,25 @@
 """Open MPI's launch agent for other Ray nodes, in place of ssh:
 
-    python -m raympi.launch_agent --ray-address=<gcs> <node ip> <command...>
+    RAYMPI_RAY_ADDRESS=<gcs address> python -m raympi.launch_agent <node ip> <command...>
 
 mpirun (PRRTE) calls it as it would call ssh, to start its daemon on another node. The daemon runs
-there as a Ray task pinned to that node; the agent exits with the daemon's status, and stops it when
-mpirun stops the agent. Ray kills the task if the agent dies.
+there as a Ray task pinned to that node, in rank 0's runtime env (so its ranks find the same code and
+packages); the agent exits with the daemon's status, and stops it when mpirun stops the agent. Ray
+kills the task if the agent dies.
 """
 
+import json
 import logging
+import os
 import signal
 import subprocess
 import sys
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from raympi.command import DAEMON_RUNTIME_ENV, RAY_ADDRESS_VAR
+
 
 
 @ray.remote(num_cpus=0, max_retries=0)
@@ -30,11 +36,12 @@ def node_id(ip: str) -> str:
 
 
 def main(argv) -> int:
-    address, host, command = argv[0].split("=", 1)[1], argv[1], " ".join(argv[2:])
-    ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
+    host, command = argv[0], " ".join(argv[1:])
+    ray.init(address=os.environ[RAY_ADDRESS_VAR], logging_level=logging.WARNING)
     daemon = run_daemon.options(
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id(host), soft=False),
         name=f"MPI daemon on {host}",
+        runtime_env=json.loads(os.environ.get(DAEMON_RUNTIME_ENV) or "{}"),
     ).remote(command)
 
     def stop(signum, _frame):

@@ -3,7 +3,7 @@ the Flyte backend and KubeRay run them. This folder is the job's working_dir, as
 
 import os
 from pathlib import Path
-from typing import List
+from typing import List, Tuple
 
 import psutil
 from flytekit import current_context, task
@@ -17,7 +17,7 @@ def node_ips() -> str:
                            if a.family.name == "AF_INET" and not a.address.startswith("127.")))
 
 
-def report_world(x: int, fail_on_rank: int) -> (List[str], FlyteFile):
+def report_world(x: int, fail_on_rank: int) -> Tuple[List[str], FlyteFile]:
     """Each rank reports "rank/size ips pid total"; rank 0 also writes the report to a file it returns."""
     from mpi4py import MPI
 
@@ -33,8 +33,14 @@ def report_world(x: int, fail_on_rank: int) -> (List[str], FlyteFile):
     return rows, FlyteFile(str(report))
 
 
-one_node = task(task_config=RayMPIJob(worker=Worker(replicas=1), slots=2))(report_world)
-two_nodes = task(task_config=RayMPIJob(worker=Worker(replicas=2), slots=2))(report_world)
+@task(task_config=RayMPIJob(worker=Worker(replicas=1), slots=2))
+def one_node(x: int, fail_on_rank: int) -> (List[str], FlyteFile):
+    return report_world(x, fail_on_rank)
+
+
+@task(task_config=RayMPIJob(worker=Worker(replicas=2), slots=2))
+def two_nodes(x: int, fail_on_rank: int) -> (List[str], FlyteFile):
+    return report_world(x, fail_on_rank)
 
 
 @task

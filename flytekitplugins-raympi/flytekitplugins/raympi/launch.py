@@ -1,6 +1,7 @@
 """The driver side of a RayMPIJob run: connect to Ray (or start an embedded one), reserve the world's
 slots, run rank 0 inside an MPI world started by the `mpi` runtime env, and bring back its outputs."""
 
+import json
 import logging
 import os
 import sys
@@ -11,6 +12,7 @@ import ray
 from flytekit import logger
 from flytekit.core.context_manager import FlyteContext
 from flytekit.models.literals import LiteralMap
+from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
 from ray.exceptions import GetTimeoutError, RayTaskError
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -33,7 +35,7 @@ class ActiveDeadlineExceeded(TimeoutError):
 def run(task, ctx: FlyteContext, inputs: LiteralMap) -> LiteralMap:
     config: RayMPIJob = task.task_config
     local = ctx.execution_state.is_local_execution()
-    _connect(config)
+    _connect(config, local)
     bundle = {"GPU": config.slots} if config.gpus_per_worker else {"CPU": config.slots}
     reservation = placement_group([bundle] * config.workers, strategy="PACK" if local else "STRICT_SPREAD")
     try:
@@ -83,19 +85,19 @@ def _deadline(task) -> Tuple[Optional[float], str]:
 def _runtime_env(config: RayMPIJob, local: bool, placement: dict) -> dict:
     mpirun_args = ["-n", str(config.world_size), *config.mpirun_args]
     cores = os.cpu_count() or 1
-    if config.world_size > cores:
+    if local and config.world_size > cores:  # on a cluster each node offers its ranks' slots
         logger.warning(f"{config.world_size} MPI ranks on a node with {cores} cores: oversubscribing")
         mpirun_args.insert(0, "--oversubscribe")
     env = dict(config.runtime_env or {})
-    if not local:
-        # Fast-registered code is in the entrypoint's working directory, on the head only.
-        env.setdefault("working_dir", os.getcwd())
     env["mpi"] = {"args": mpirun_args, "worker_entry": PEER_ENTRY, **placement}
     return env
 
 
-def _connect(config: RayMPIJob) -> None:
-    """Connect to the configured cluster, else reuse or start an embedded local Ray big enough."""
+def _connect(config: RayMPIJob, local: bool) -> None:
+    """Connect to the configured cluster, else reuse or start an embedded local Ray big enough.
+
+    On a cluster, the task's code (fast-registered, or in the image) is in the entrypoint's working
+    directory on the head only: it becomes the job's working_dir, as flytekitplugins-ray does."""
     global _embedded_cpus
     needed = config.world_size
     if ray.is_initialized() and (_embedded_cpus is None or _embedded_cpus >= needed):
@@ -104,12 +106,20 @@ def _connect(config: RayMPIJob) -> None:
         ray.shutdown()
     address = config.address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, logging_level=logging.WARNING)
+        ray.init(address=address, runtime_env=None if local else _code_env(), logging_level=logging.WARNING)
         _embedded_cpus = None
         return
     _embedded_cpus = max(os.cpu_count() or 1, needed)
     raympi.init_ray(address="local", num_cpus=_embedded_cpus, num_gpus=config.gpus_per_worker * config.workers,
                     include_dashboard=False, logging_level=logging.WARNING)
+
+
+def _code_env() -> Optional[dict]:
+    """The entrypoint's working directory as the job's working_dir, unless the Ray job has one already."""
+    job = json.loads(os.environ.get(RAY_JOB_CONFIG_JSON_ENV_VAR) or "{}")
+    if (job.get("runtime_env") or {}).get("working_dir"):
+        return None
+    return {"working_dir": os.getcwd(), "excludes": ["fast*.tar.gz", "script_mode.tar.gz"]}
 
 
 def _wait_for(reservation, config: RayMPIJob) -> None:
