@@ -31,10 +31,12 @@ SUBNET = "10.213.{}"
 STATE_ROOT = Path("/run/raympi-netns")
 HEAD_PORT = 6379
 DASHBOARD_PORT = 8265
-# Each node has its own network namespace, so fixed ports never clash; with them the raylet need
-# not wait (a hard-coded ~15 s, too short on a loaded machine) for its agents to report random ones.
-FIXED_PORTS = ["--dashboard-agent-grpc-port", "52366", "--dashboard-agent-listen-port", "52365",
-               "--metrics-export-port", "52368", "--runtime-env-agent-port", "52367"]
+# The raylet aborts when an agent has not reported the port it chose within ~15 s (fixed in Ray
+# 2.60), one wait after the other. A port given here (no clash: each node has its own network) is
+# not waited for. Only the runtime env agent's: the dashboard agent's listen port is waited for
+# anyway, and its earlier ports' waits are what give that agent, slow to import on a loaded
+# machine, more time before it.
+FIXED_PORTS = ["--runtime-env-agent-port", "52367"]
 VENV_BIN = Path(sys.prefix) / "bin"
 
 
@@ -71,9 +73,6 @@ class Cluster:
     def dashboard_url(self) -> str:
         """Dashboard and job submission server, reachable from the host over the bridge."""
         return f"http://{self.head.ip}:{DASHBOARD_PORT}"
-
-    def node(self, name: str) -> Node:
-        return next(n for n in self.nodes if n.name == name)
 
     def enter(self, node: Node) -> list:
         """The argv prefix that runs a command inside `node`'s namespaces, in the current directory
@@ -124,7 +123,7 @@ class Cluster:
         return pid
 
     def logs(self, lines: int = 15) -> str:
-        """The `ray start` output and the tail of each node's main Ray logs."""
+        """The `ray start` output and the tail of each node's main Ray logs (stack frames left out)."""
         parts = []
         for node in self.nodes:
             # (not session_latest: an absolute symlink, which would resolve on the host)
@@ -135,7 +134,7 @@ class Cluster:
             for f in files:
                 with suppress(OSError):
                     text = f.read_text(errors="replace").splitlines()
-                    tail = [line for line in text if not line.startswith(("/", "*** "))][-lines:]  # no stack frames
+                    tail = [line for line in text if not line.startswith(("/", "*** "))][-lines:]
                     parts.append(f"--- {node.netns} {f.name}\n" + "\n".join(tail))
         return "\n".join(parts)
 
@@ -239,8 +238,11 @@ def start_ray(cluster: Cluster, node: Node, deadline: float, args: list, attempt
 def kill_all_but_init(node: Node) -> None:
     """SIGKILL every process in `node`'s PID namespace except its init."""
     pid_ns = pid_namespace(node.init_pid)
-    kill_until_gone(lambda: [p for p in netns_pids(node.netns) if p != node.init_pid and pid_namespace(p) == pid_ns],
-                    f"processes of {node.netns}")
+
+    def others():
+        return [p for p in netns_pids(node.netns) if p != node.init_pid and pid_namespace(p) == pid_ns]
+
+    kill_until_gone(others, f"processes of {node.netns}")
 
 
 def node_env() -> dict:

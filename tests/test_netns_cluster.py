@@ -14,6 +14,9 @@ import pytest
 
 import netns_cluster as netns
 
+# Starting a cluster takes ~30 s on a quiet machine, minutes on a loaded one (start() gives up at 240 s).
+pytestmark = pytest.mark.timeout(600)
+
 DRIVER_PREAMBLE = """
 import json, os, socket, ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -139,7 +142,8 @@ def test_cli_up_leaves_a_cluster_and_down_removes_it(netns_cluster):
         assert {"raylet", "gcs_server"} <= {netns.comm(p) for p in pids}
         # its creator has exited; this module's cluster is owned by this live process
         assert name in netns.orphans() and netns_cluster.name not in netns.orphans()
-        down = subprocess.run([sys.executable, netns.__file__, "down", name], capture_output=True, text=True, timeout=60)
+        down = subprocess.run([sys.executable, netns.__file__, "down", name],
+                              capture_output=True, text=True, timeout=60)
         assert f"removed {name}" in down.stdout, down.stderr
         assert leftovers(name, pids) == NOTHING_LEFT
     finally:
