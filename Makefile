@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: example test clean
+.PHONY: example test clean cluster-up cluster-down
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,16 @@ example: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
+
+# A Ray cluster of a head + WORKERS nodes, each in namespaces of its own (tests/netns_cluster.py; root).
+WORKERS ?= 2
+SLOTS ?= 2
+cluster-up: $(STAMP)
+	$(BIN)/python tests/netns_cluster.py up --workers $(WORKERS) --slots $(SLOTS)
+
+# Removes CLUSTER (e.g. CLUSTER=rmpi0), or else every cluster whose creating process has exited.
+cluster-down: $(STAMP)
+	$(BIN)/python tests/netns_cluster.py down $(CLUSTER)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
