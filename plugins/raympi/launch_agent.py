@@ -8,6 +8,7 @@ packages); the agent exits with the daemon's status, and stops it when mpirun st
 kills the task if the agent dies.
 """
 
+import ctypes
 import json
 import logging
 import os
@@ -22,10 +23,20 @@ from raympi.command import DAEMON_RUNTIME_ENV, RAY_ADDRESS_VAR
 
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _terminate_with_parent() -> None:
+    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 @ray.remote(num_cpus=0, max_retries=0)
 def run_daemon(command: str) -> int:
-    """Run mpirun's daemon command (a shell command line, as ssh would) on this node."""
-    return subprocess.run(["/bin/sh", "-c", command]).returncode
+    """Run mpirun's daemon command (a shell command line, as ssh would) on this node. Its process
+    group ends with this worker (the task cancelled, the node lost): nothing runs on without Ray."""
+    guarded = f"trap 'kill -KILL 0' TERM; {{ {command}; }} & wait $!"
+    return subprocess.run(["/bin/sh", "-c", guarded], start_new_session=True,
+                          preexec_fn=_terminate_with_parent).returncode
 
 
 def node_id(ip: str) -> str:

@@ -48,3 +48,23 @@ def read_report(report: FlyteFile) -> str:
     """A plain downstream task: it reads rank 0's file from the task output location."""
     with open(report) as f:
         return f"{node_ips()}\n{f.read()}"
+
+
+@task(task_config=RayMPIJob(worker=Worker(replicas=2), slots=2))
+def two_nodes_waiting(started: str) -> int:
+    """All ranks wait (for a node to be lost) once rank 0 has written its node's IP to `started`."""
+    import time
+
+    from mpi4py import MPI
+
+    MPI.COMM_WORLD.barrier()
+    if MPI.COMM_WORLD.rank == 0:
+        Path(started).write_text(node_ips())
+    time.sleep(600)
+    return 0
+
+
+@task(task_config=RayMPIJob(worker=Worker(replicas=3), slots=2, placement_timeout_seconds=20))
+def three_nodes() -> int:
+    """More worker nodes than the test cluster has."""
+    return 0

@@ -19,6 +19,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 import raympi
 
+from . import blobs
 from .config import RayMPIJob
 from .ranks import PEER_ENTRY, Assignment, literals_from_bytes, literals_to_bytes, run_rank0
 
@@ -34,17 +35,17 @@ class ActiveDeadlineExceeded(TimeoutError):
 
 def run(task, ctx: FlyteContext, inputs: LiteralMap) -> LiteralMap:
     config: RayMPIJob = task.task_config
-    local = ctx.execution_state.is_local_execution()
-    _connect(config, local)
+    _connect(config)
     bundle = {"GPU": config.slots} if config.gpus_per_worker else {"CPU": config.slots}
-    reservation = placement_group([bundle] * config.workers, strategy="PACK" if local else "STRICT_SPREAD")
+    # An embedded Ray is one node; on a cluster each worker is a node of its own, as in an MPIJob.
+    reservation = placement_group([bundle] * config.workers, strategy="PACK" if _embedded_cpus else "STRICT_SPREAD")
     try:
         _wait_for(reservation, config)
         rank0 = _RANK0.options(
             name=f"{task.name} (MPI rank 0)",
             num_cpus=0 if config.gpus_per_worker else config.slots,
             num_gpus=config.slots if config.gpus_per_worker else 0,
-            runtime_env=_runtime_env(config, local, raympi.placement(reservation, config.slots)),
+            runtime_env=_runtime_env(config, raympi.placement(reservation, config.slots)),
             scheduling_strategy=PlacementGroupSchedulingStrategy(reservation, placement_group_bundle_index=0),
         )
         params = ctx.user_space_params
@@ -55,14 +56,15 @@ def run(task, ctx: FlyteContext, inputs: LiteralMap) -> LiteralMap:
             mode=ctx.execution_state.mode,
             execution_id=params.execution_id,
             task_id=params.task_id,
+            driver_node=ray.get_runtime_context().get_node_id(),
         )
-        outputs = _result(rank0.remote(list(sys.path), cloudpickle.dumps(assignment)), task)
+        outputs, files = _result(rank0.remote(list(sys.path), cloudpickle.dumps(assignment)), task)
     finally:
         remove_placement_group(reservation)
-    return literals_from_bytes(outputs)
+    return literals_from_bytes(blobs.unpack(outputs, files, ctx.file_access.get_random_local_directory()))
 
 
-def _result(ref, task) -> bytes:
+def _result(ref, task):
     seconds, limit = _deadline(task)
     try:
         return ray.get(ref, timeout=seconds)
@@ -82,10 +84,10 @@ def _deadline(task) -> Tuple[Optional[float], str]:
     return min(((s, name) for s, name in limits if s is not None), default=(None, ""))
 
 
-def _runtime_env(config: RayMPIJob, local: bool, placement: dict) -> dict:
+def _runtime_env(config: RayMPIJob, placement: dict) -> dict:
     mpirun_args = ["-n", str(config.world_size), *config.mpirun_args]
     cores = os.cpu_count() or 1
-    if local and config.world_size > cores:  # on a cluster each node offers its ranks' slots
+    if _embedded_cpus and config.world_size > cores:  # on a cluster each node offers its ranks' slots
         logger.warning(f"{config.world_size} MPI ranks on a node with {cores} cores: oversubscribing")
         mpirun_args.insert(0, "--oversubscribe")
     env = dict(config.runtime_env or {})
@@ -93,11 +95,11 @@ def _runtime_env(config: RayMPIJob, local: bool, placement: dict) -> dict:
     return env
 
 
-def _connect(config: RayMPIJob, local: bool) -> None:
+def _connect(config: RayMPIJob) -> None:
     """Connect to the configured cluster, else reuse or start an embedded local Ray big enough.
 
-    On a cluster, the task's code (fast-registered, or in the image) is in the entrypoint's working
-    directory on the head only: it becomes the job's working_dir, as flytekitplugins-ray does."""
+    On a cluster, the task's code (fast-registered, in the image, or beside `python wf.py`) is in the
+    driver's working directory only: it becomes the job's working_dir, as flytekitplugins-ray does."""
     global _embedded_cpus
     needed = config.world_size
     if ray.is_initialized() and (_embedded_cpus is None or _embedded_cpus >= needed):
@@ -106,7 +108,7 @@ def _connect(config: RayMPIJob, local: bool) -> None:
         ray.shutdown()
     address = config.address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, runtime_env=None if local else _code_env(), logging_level=logging.WARNING)
+        ray.init(address=address, runtime_env=_code_env(), logging_level=logging.WARNING)
         _embedded_cpus = None
         return
     _embedded_cpus = max(os.cpu_count() or 1, needed)

@@ -8,7 +8,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, List
+from typing import Any, Dict, List, Tuple
 
 import cloudpickle
 from flyteidl.core import literals_pb2
@@ -18,6 +18,8 @@ from flytekit.core.context_manager import ExecutionParameters, ExecutionState, F
 from flytekit.core.data_persistence import FileAccessProvider
 from flytekit.core.type_engine import TypeEngine
 from flytekit.models.literals import LiteralMap
+
+from . import blobs
 
 PEER_ENTRY = f"{__name__}.run_peer"
 
@@ -32,6 +34,7 @@ class Assignment:
     mode: ExecutionState.Mode
     execution_id: Any
     task_id: Any
+    driver_node: str  # Ray node ID of the driver
 
 
 def literals_to_bytes(literals: LiteralMap) -> bytes:
@@ -42,12 +45,14 @@ def literals_from_bytes(data: bytes) -> LiteralMap:
     return LiteralMap.from_flyte_idl(literals_pb2.LiteralMap.FromString(data))
 
 
-def run_rank0(sys_path: List[str], payload: bytes) -> bytes:
+def run_rank0(sys_path: List[str], payload: bytes) -> Tuple[bytes, Dict[str, bytes]]:
     """The Ray task that is rank 0: share the assignment with the peers, run the task, return its outputs
-    (written under the raw output prefix from this node) as a serialized LiteralMap.
+    (written under the raw output prefix from this node) as a serialized LiteralMap, and in a local run on
+    another node than the driver's, the local files they refer to (see blobs.py).
 
     `payload` is the pickled Assignment; `sys_path` is where the driver found the task's module
     (`pyflyte run wf.py` imports wf from a path only the driver's sys.path has)."""
+    import ray
     from mpi4py import MPI
 
     from raympi import mpi_init
@@ -56,8 +61,10 @@ def run_rank0(sys_path: List[str], payload: bytes) -> bytes:
     assignment = _load(MPI.COMM_WORLD.bcast((sys_path, payload), root=0))
     # Kept: a local run's file outputs stay where rank 0 wrote them, as in flytekit's own local runs.
     with rank_context(assignment, keep_working_dir=True) as ctx:
-        outputs = PythonFunctionTask.dispatch_execute(assignment.task, ctx, literals_from_bytes(assignment.inputs))
-    return literals_to_bytes(outputs)
+        outputs = literals_to_bytes(
+            PythonFunctionTask.dispatch_execute(assignment.task, ctx, literals_from_bytes(assignment.inputs)))
+        elsewhere = ray.get_runtime_context().get_node_id() != assignment.driver_node
+        return outputs, blobs.pack(outputs) if elsewhere and ctx.execution_state.is_local_execution() else {}
 
 
 def run_peer() -> None:
