@@ -4,8 +4,8 @@
 
 mpirun (PRRTE) calls it as it would call ssh, to start its daemon on another node. The daemon runs
 there as a Ray task pinned to that node, in rank 0's runtime env (so its ranks find the same code and
-packages); the agent exits with the daemon's status, and stops it when mpirun stops the agent. Ray
-kills the task if the agent dies.
+packages); the agent exits with the daemon's status, and stops it when mpirun stops the agent. The
+daemon and its ranks end with that task: cancelled, its node lost, or its owner (this agent) gone.
 """
 
 import ctypes
@@ -20,8 +20,6 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from raympi.command import DAEMON_RUNTIME_ENV, RAY_ADDRESS_VAR
-
-
 
 _PR_SET_PDEATHSIG = 1
 

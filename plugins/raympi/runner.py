@@ -7,7 +7,7 @@ rank 0 checks that the world's ranks run where they were reserved.
 """
 
 import sys
-from typing import Dict, Optional
+from typing import Dict
 
 
 def main(argv) -> None:
@@ -30,7 +30,7 @@ def main(argv) -> None:
         peer.run(comm.rank, comm.bcast(None), worker_entry)
 
 
-def _parse_hosts(option: str) -> Optional[Dict[str, int]]:
+def _parse_hosts(option: str) -> Dict[str, int]:
     """"--hosts=a:2,b:2" -> {"a": 2, "b": 2}"""
     pairs = (host.rsplit(":", 1) for host in option.split("=", 1)[1].split(","))
     return {ip: int(slots) for ip, slots in pairs}
