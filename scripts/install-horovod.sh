@@ -37,7 +37,6 @@ if ! compgen -G "$wheels/horovod-*.whl" >/dev/null; then
     trap 'rm -rf "$work"' EXIT
     "$python" -m venv "$work/tools"
     "$work/tools/bin/pip" install --quiet "cmake<4"
-    "$python" -m pip install --quiet wheel  # bdist_wheel for a setuptools < 70.1
     "$python" -m pip download --quiet --no-deps --no-binary :all: "horovod==$HOROVOD_VERSION" -d "$work"
     tar -xzf "$work/horovod-$HOROVOD_VERSION.tar.gz" -C "$work"
     src="$work/horovod-$HOROVOD_VERSION"
