@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+HOROVOD := $(VENV)/.horovod
 
-.PHONY: example test clean cluster-up cluster-down
+.PHONY: example horovod-example test clean cluster-up cluster-down
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,10 +13,18 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
+# Horovod is compiled once (minutes) and its wheel cached by the script; later venvs only install it.
+$(HOROVOD): $(STAMP) scripts/install-horovod.sh
+	scripts/install-horovod.sh $(BIN)/python
+	touch $@
+
 example: $(STAMP)
 	$(BIN)/python examples/pi.py
 
-test: $(STAMP)
+horovod-example: $(HOROVOD)
+	$(BIN)/python examples/horovod_digits.py
+
+test: $(HOROVOD)
 	$(BIN)/python -m pytest tests
 
 # A Ray cluster of a head + WORKERS nodes, each in namespaces of its own (tests/netns_cluster.py; root).

@@ -38,6 +38,17 @@ def netns_cluster():
         yield cluster
 
 
+@pytest.fixture(scope="module")
+def embedded_ray():
+    """RayMPIJob tasks start their own Ray (the plugin's embedded one); stop it when the module is done."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    yield
+    ray.shutdown()
+
+
 def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:

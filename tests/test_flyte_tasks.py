@@ -12,7 +12,6 @@ from typing import List
 
 import pandas as pd
 import pytest
-import ray
 from flytekit import current_context, task, workflow
 from flytekit.core.base_task import IgnoreOutputs
 from flytekit.types.file import FlyteFile
@@ -22,15 +21,7 @@ from flytekitplugins.raympi import ActiveDeadlineExceeded, RayMPIJob, RunPolicy,
 from raympi import MPIRankError
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def embedded_ray():
-    """The plugin starts its own Ray; stop it when this module is done."""
-    if ray.is_initialized():
-        ray.shutdown()
-    yield
-    ray.shutdown()
+pytestmark = pytest.mark.usefixtures("embedded_ray")
 
 
 @dataclass
