@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 HOROVOD := $(VENV)/.horovod
 
-.PHONY: example horovod-example test clean cluster-up cluster-down
+.PHONY: example horovod-example test bench clean cluster-up cluster-down
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,13 @@ horovod-example: $(HOROVOD)
 
 test: $(HOROVOD)
 	$(BIN)/python -m pytest tests
+
+$(VENV)/.installed-bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]'
+	touch $@
+
+bench: $(VENV)/.installed-bench
+	$(BIN)/python -m benchmarks
 
 # A Ray cluster of a head + WORKERS nodes, each in namespaces of its own (tests/netns_cluster.py; root).
 WORKERS ?= 2

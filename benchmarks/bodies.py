@@ -1,0 +1,82 @@
+"""The MPI work that every launcher runs, the same code everywhere.
+
+Each body stamps, on every rank, when it started and ended (and when its process and its parent
+started) into the directory named by the session settings, so that the harness can split a launch
+into phases from outside the product. Only mpi4py and numpy are imported, and only when a body runs:
+plain mpirun pays nothing it would not pay anyway.
+
+    mpirun -n 2 python -m benchmarks.bodies launch      # how plain mpirun runs them
+"""
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from benchmarks import procinfo
+
+# The session's settings (JSON), set by the harness before anything starts: every rank inherits it.
+SETTINGS_ENV = "RAYMPI_BENCH"
+MIB = 1 << 20
+
+
+def settings() -> dict:
+    return json.loads(os.environ.get(SETTINGS_ENV) or "{}")
+
+
+def launch() -> int:
+    """Allreduce of one int: the smallest job that needs every rank."""
+    from mpi4py import MPI
+
+    enter = time.time()
+    total = MPI.COMM_WORLD.allreduce(1)
+    _stamp(enter, total)
+    return total
+
+
+def bandwidth() -> dict:
+    """Per buffer size (MiB, float64): achieved allreduce bandwidth in bytes/s, the buffer's size over the
+    median time of one allreduce."""
+    import numpy as np
+    from mpi4py import MPI
+
+    enter = time.time()
+    comm, config = MPI.COMM_WORLD, settings()
+    achieved = {}
+    for mib in config.get("sizes_mib", [1]):
+        send = np.ones(mib * MIB // 8)
+        received = np.empty_like(send)
+        comm.Allreduce(send, received)  # warm-up: connections, page faults
+        times = []
+        for _ in range(config.get("iterations", 5)):
+            start = time.perf_counter()
+            comm.Allreduce(send, received)
+            times.append(time.perf_counter() - start)
+        achieved[str(mib)] = send.nbytes / sorted(times)[len(times) // 2]
+    _stamp(enter, achieved)
+    return achieved
+
+
+def _stamp(enter: float, result) -> None:
+    folder = settings().get("stamps")
+    if not folder:
+        return
+    from mpi4py import MPI
+
+    pid = os.getpid()
+    ppid, parent_name = procinfo.parent(pid)
+    stamp = {
+        "rank": MPI.COMM_WORLD.rank,
+        "enter": enter,
+        "exit": time.time(),
+        "started": procinfo.started(pid),
+        "parent": parent_name,
+        "parent_started": procinfo.started(ppid),
+        "result": result,
+    }
+    Path(folder, f"{stamp['rank']}.json").write_text(json.dumps(stamp))
+
+
+if __name__ == "__main__":
+    globals()[sys.argv[1]]()

@@ -1,0 +1,100 @@
+"""Measuring: a session (settings every rank inherits, a stamps folder, Ray running for the warm cases)
+and repeats taken round-robin over the cases, so a busy spell of a shared machine hits every case alike."""
+
+import json
+import logging
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+import raympi
+
+from benchmarks.bodies import SETTINGS_ENV
+
+ROOT = Path(__file__).resolve().parents[1]
+# The points of one launch, in order (see phases()); each phase ends at the point of its name.
+PHASES = ("worker forked", "ranks started", "rank 0 ready", "peers ready", "body", "teardown")
+MPIRUN_NAMES = ("prterun", "mpirun")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One way of running one body on a number of ranks; `run()` does it once and returns when it is over."""
+
+    method: str
+    ranks: int
+    body: str
+    run: Callable[[], Any] = field(compare=False, hash=False)
+
+    @property
+    def key(self) -> str:
+        return f"{self.method}/{self.ranks}/{self.body}"
+
+
+@dataclass
+class Sample:
+    wall: float
+    phases: dict[str, float]  # empty when the world was not started by mpirun
+    result: Any  # what rank 0's body stamped
+
+
+def phases(start: float, end: float, stamps: list[dict]) -> dict[str, float]:
+    """Split one launch at points seen from outside the product: the call's start and end, when the
+    ranks' parent (mpirun, or the process Ray forked that became mpirun) and the ranks started (/proc),
+    and when each rank entered and left the body."""
+    if not stamps or any(s["parent"] not in MPIRUN_NAMES for s in stamps):
+        return {}
+    rank0 = next(s for s in stamps if s["rank"] == 0)
+    peers = [s for s in stamps if s["rank"] != 0] or [rank0]
+    points = [start, rank0["parent_started"], max(s["started"] for s in stamps), rank0["enter"],
+              max(s["enter"] for s in peers), rank0["exit"], end]
+    for i in range(1, len(points)):  # /proc's 10 ms ticks may put a point a little before the previous
+        points[i] = max(points[i], points[i - 1])
+    return {name: points[i + 1] - points[i] for i, name in enumerate(PHASES)}
+
+
+class Session:
+    """Everything measured in one run of the harness, kept per case."""
+
+    def __init__(self, settings: dict, ray_cpus: int):
+        self._stamps = Path(tempfile.mkdtemp(prefix="raympi-bench-"))
+        os.environ[SETTINGS_ENV] = json.dumps({**settings, "stamps": str(self._stamps)})
+        # Ranks started by mpirun, by Ray or by a subprocess import the bodies from here.
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        raympi.init_ray(num_cpus=ray_cpus, include_dashboard=False, logging_level=logging.WARNING)
+        self.samples: dict[str, list[Sample]] = {}
+
+    def measure(self, cases: list[Case], repeats: int, warmup: int = 1) -> None:
+        """Run each case not measured yet `warmup` times untimed, then `repeats` times, round-robin."""
+        new = [case for case in dict.fromkeys(cases) if case.key not in self.samples]
+        for _ in range(warmup):
+            for case in new:
+                self._once(case)
+        for _ in range(repeats):
+            for case in new:
+                self.samples.setdefault(case.key, []).append(self._once(case))
+
+    def median(self, key: str, figure: Callable[[Sample], float | None] = lambda s: s.wall) -> float | None:
+        values = [v for v in map(figure, self.samples.get(key, [])) if v is not None]
+        return statistics.median(values) if values else None
+
+    def close(self) -> None:
+        ray.shutdown()
+        shutil.rmtree(self._stamps, ignore_errors=True)
+
+    def _once(self, case: Case) -> Sample:
+        for stale in self._stamps.iterdir():
+            stale.unlink()
+        start = time.time()
+        case.run()
+        end = time.time()
+        stamps = [json.loads(p.read_text()) for p in self._stamps.iterdir()]
+        rank0 = next((s["result"] for s in stamps if s["rank"] == 0), None)
+        return Sample(end - start, phases(start, end, stamps), rank0)

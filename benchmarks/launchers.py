@@ -1,0 +1,73 @@
+"""The ways of running a body on N ranks that the benchmarks compare, each a `Case` factory."""
+
+import os
+import subprocess
+import sys
+
+import ray
+import raympi
+from raympi.command import find_mpirun
+
+from benchmarks import bodies
+from benchmarks.harness import Case
+
+RUN_TIMEOUT_S = 600
+CORES = os.cpu_count() or 1
+
+LABELS = {
+    "mpirun": "(a) plain mpirun",
+    "ray": "(b) mpi runtime env, Ray running",
+    "raympijob": "(c) RayMPIJob task, Ray running",
+    "cold": "(d) python wf.py, RayMPIJob, cold",
+    "kfmpi": "(e) python wf.py, kfmpi MPIJob (1 process)",
+    "ray_cold": "Ray cold start + 1 task",
+    "flytekit": "python wf.py, plain task (no MPI)",
+}
+
+
+def _oversubscribe(ranks: int) -> list:
+    return ["--oversubscribe"] if ranks > CORES else []
+
+
+def _process(*command: str):
+    def run():
+        done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+        if done.returncode:
+            raise RuntimeError(f"{' '.join(command)} exited with {done.returncode}:\n{done.stderr[-3000:]}")
+
+    return run
+
+
+def mpirun(ranks: int, body: str) -> Case:
+    root = ["--allow-run-as-root"] if os.geteuid() == 0 else []
+    run = _process(find_mpirun(), *root, *_oversubscribe(ranks), "-n", str(ranks),
+                   sys.executable, "-m", "benchmarks.bodies", body)
+    return Case("mpirun", ranks, body, run)
+
+
+@ray.remote(max_retries=0)
+def _rank0(body: str):
+    raympi.mpi_init()
+    return getattr(bodies, body)()
+
+
+def ray_runtime_env(ranks: int, body: str) -> Case:
+    mpi = {"args": [*_oversubscribe(ranks), "-n", str(ranks)], "worker_entry": f"benchmarks.bodies.{body}"}
+    remote = _rank0.options(runtime_env={"mpi": mpi})
+    return Case("ray", ranks, body, lambda: ray.get(remote.remote(body), timeout=RUN_TIMEOUT_S))
+
+
+def raympijob(ranks: int, body: str) -> Case:
+    from benchmarks.tasks import flyte_task
+
+    return Case("raympijob", ranks, body, flyte_task("raympijob", ranks, body))
+
+
+def cold_workflow(kind: str, ranks: int) -> Case:
+    method = {"raympijob": "cold", "kfmpi": "kfmpi", "plain": "flytekit"}[kind]
+    return Case(method, ranks, "launch", _process(sys.executable, "-m", "benchmarks.workflow", kind, str(ranks)))
+
+
+def ray_cold(ranks: int) -> Case:
+    """As RayMPIJob's embedded Ray would be started for `ranks`."""
+    return Case("ray_cold", ranks, "-", _process(sys.executable, "-m", "benchmarks.ray_cold", str(max(CORES, ranks))))
