@@ -68,3 +68,17 @@ def two_nodes_waiting(started: str) -> int:
 def three_nodes() -> int:
     """More worker nodes than the test cluster has."""
     return 0
+
+
+@task(task_config=RayMPIJob(worker=Worker(replicas=2), slots=1))
+def horovod_two_nodes(epochs: int) -> (float, List[str]):
+    """The Horovod example's training, one rank on each of two nodes: the held-out accuracy, and every
+    rank's "node IPs, parameter digest", allgathered by Horovod (the driver puts examples/ on sys.path)."""
+    import hashlib
+
+    import horovod.torch as hvd
+    from examples import horovod_digits
+
+    model, accuracy = horovod_digits.train(epochs=epochs, batch_size=32, learning_rate=0.005)
+    digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parameters())).hexdigest()
+    return accuracy, hvd.allgather_object(f"{node_ips()} {digest}")
