@@ -112,6 +112,21 @@ def test_two_jobs_at_once_both_finish(cluster, shared_dir):
         check_world(finished.outputs["o0"], cluster)
 
 
+def test_horovod_training_across_nodes_converges_with_identical_parameters(cluster):
+    driver = driver_on_head(cluster, f"""
+        sys.path.insert(0, {str(TESTS_DIR.parent)!r})
+        import mpi_jobs
+        print(json.dumps(mpi_jobs.horovod_two_nodes(epochs=20)))
+    """)
+    out, err = driver.communicate(timeout=800)
+    assert driver.returncode == 0, err[-5000:]
+    accuracy, ranks = json.loads(out.splitlines()[-1])
+    assert accuracy >= 0.9
+    assert sorted(rank.split()[0] for rank in ranks) == sorted(w.ip for w in cluster.workers), "a rank on each"
+    assert len({rank.split()[1] for rank in ranks}) == 1, "every rank ends with the same parameters"
+
+
+# Last: the cluster has one worker node fewer afterwards.
 def test_losing_a_node_fails_the_task_and_leaves_nothing_running(cluster, shared_dir):
     started = shared_dir / "started"
     driver = driver_on_head(cluster, f"""
@@ -134,17 +149,3 @@ def test_losing_a_node_fails_the_task_and_leaves_nothing_running(cluster, shared
     while any(mpi_processes(n) for n in survivors) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert [mpi_processes(n) for n in survivors] == [[] for _ in survivors]
-
-
-def test_horovod_training_across_nodes_converges_with_identical_parameters(cluster):
-    driver = driver_on_head(cluster, f"""
-        sys.path.insert(0, {str(TESTS_DIR.parent)!r})
-        import mpi_jobs
-        print(json.dumps(mpi_jobs.horovod_two_nodes(epochs=20)))
-    """)
-    out, err = driver.communicate(timeout=800)
-    assert driver.returncode == 0, err[-5000:]
-    accuracy, ranks = json.loads(out.splitlines()[-1])
-    assert accuracy >= 0.9
-    assert sorted(rank.split()[0] for rank in ranks) == sorted(w.ip for w in cluster.workers), "a rank on each"
-    assert len({rank.split()[1] for rank in ranks}) == 1, "every rank ends with the same parameters"
