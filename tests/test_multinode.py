@@ -68,7 +68,7 @@ def test_ranks_run_on_the_reserved_worker_nodes(cluster):
         print(json.dumps(rows))
     """)
     out, err = driver.communicate(timeout=600)
-    assert driver.returncode == 0, err[-5000:]
+    assert driver.returncode == 0, err[-5000:] + cluster.logs()
     check_world(json.loads(out.splitlines()[-1]), cluster)
 
 
@@ -119,7 +119,7 @@ def test_horovod_training_across_nodes_converges_with_identical_parameters(clust
         print(json.dumps(mpi_jobs.horovod_two_nodes(epochs=20)))
     """)
     out, err = driver.communicate(timeout=800)
-    assert driver.returncode == 0, err[-5000:]
+    assert driver.returncode == 0, err[-5000:] + cluster.logs()
     accuracy, ranks = json.loads(out.splitlines()[-1])
     assert accuracy >= 0.9
     assert sorted(rank.split()[0] for rank in ranks) == sorted(w.ip for w in cluster.workers), "a rank on each"
@@ -136,7 +136,7 @@ def test_losing_a_node_fails_the_task_and_leaves_nothing_running(cluster, shared
     deadline = time.monotonic() + 600
     while not started.exists() and driver.poll() is None and time.monotonic() < deadline:
         time.sleep(1)
-    assert started.exists(), driver.communicate()[1][-5000:]
+    assert started.exists(), driver.communicate()[1][-5000:] + cluster.logs()
     rank0_ip = started.read_text()
     lost = next(w for w in cluster.workers if w.ip != rank0_ip)
     cluster.kill_raylet(lost)

@@ -7,7 +7,7 @@ import pytest
 import ray
 from ray.exceptions import RayTaskError, RuntimeEnvSetupError
 
-from conftest import recorded_pids, seconds_since_failure, wait_until_gone
+from conftest import TESTS_DIR, recorded_pids, seconds_since_failure, wait_until_gone
 import raympi
 from raympi import MPIRankError, MPIWorldError, mpi_init
 
@@ -91,6 +91,27 @@ def test_two_tasks_in_a_row_then_twenty_calls_each_in_a_fresh_world():
         all_pids.update(r["pid"] for r in ranks)
     assert len(rank0_pids) == 20
     assert wait_until_gone(all_pids) == set(), "a rank outlived its finished call"
+
+
+# Imported by every Python process started with this folder on PYTHONPATH: rank 1 records its start,
+# then takes its time before MPI_Init.
+SLOW_RANK_1 = """
+import os, time
+if os.environ.get("OMPI_COMM_WORLD_RANK") == "1":
+    with open(os.environ["RANK_1_STARTS"], "a") as f:
+        f.write(f"{os.getpid()}\\n")
+    time.sleep(75)
+"""
+
+
+def test_a_world_slower_to_start_than_rays_worker_timeout_starts_once(tmp_path):
+    """Ray gives a worker 60 s to register; rank 0 registers only when its whole world is up."""
+    (tmp_path / "sitecustomize.py").write_text(SLOW_RANK_1)
+    starts = tmp_path / "starts"
+    args = ["-x", f"PYTHONPATH={tmp_path}:{TESTS_DIR}", "-x", f"RANK_1_STARTS={starts}"]
+    slow = report_ranks.options(runtime_env=mpi_env(2, "report_worker", args))
+    assert [r["rank"] for r in ray.get(slow.remote(), timeout=250)] == [0, 1]
+    assert len(starts.read_text().split()) == 1, "Ray started more than one world for the task"
 
 
 @ray.remote(runtime_env=mpi_env(3, "failing_worker"))
