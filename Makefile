@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+HOROVOD := $(VENV)/.horovod
 
-.PHONY: example test bench clean
+.PHONY: example horovod-example test bench clean cluster-up cluster-down
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,10 +13,18 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
+# Horovod is compiled once (minutes) and its wheel cached by the script; later venvs only install it.
+$(HOROVOD): $(STAMP) scripts/install-horovod.sh
+	scripts/install-horovod.sh $(BIN)/python
+	touch $@
+
 example: $(STAMP)
 	$(BIN)/python examples/pi.py
 
-test: $(STAMP)
+horovod-example: $(HOROVOD)
+	$(BIN)/python examples/horovod_digits.py
+
+test: $(HOROVOD)
 	$(BIN)/python -m pytest tests
 
 $(VENV)/.installed-bench: $(STAMP)
@@ -24,6 +33,16 @@ $(VENV)/.installed-bench: $(STAMP)
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m benchmarks
+
+# A Ray cluster of a head + WORKERS nodes, each in namespaces of its own (tests/netns_cluster.py; root).
+WORKERS ?= 2
+SLOTS ?= 2
+cluster-up: $(STAMP)
+	$(BIN)/python tests/netns_cluster.py up --workers $(WORKERS) --slots $(SLOTS)
+
+# Removes CLUSTER (e.g. CLUSTER=rmpi0), or else every cluster whose creating process has exited.
+cluster-down: $(STAMP)
+	$(BIN)/python tests/netns_cluster.py down $(CLUSTER)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from netns_cluster import start as start_netns_cluster
+
 TESTS_DIR = Path(__file__).resolve().parent
 # Peers' lines differ only in numbers; Ray's log dedup would fold them together.
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -18,11 +20,31 @@ def local_ray():
     import raympi
 
     raympi.init_ray(
+        address="local",
         num_cpus=2,
         num_gpus=1,
         include_dashboard=False,
         runtime_env={"env_vars": {"PYTHONPATH": str(TESTS_DIR)}},
     )
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def netns_cluster():
+    """A Ray cluster of a head (no CPUs) and 2 workers of 2 CPUs, each node in network, mount,
+    UTS and PID namespaces of its own (see netns_cluster.py); removed after the module."""
+    with start_netns_cluster(workers=2, slots=2) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def embedded_ray():
+    """RayMPIJob tasks start their own Ray (the plugin's embedded one); stop it when the module is done."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
     yield
     ray.shutdown()
 
@@ -46,3 +68,30 @@ def wait_until_gone(pids, within: float = 15.0) -> set:
 def recorded_pids(path: Path) -> set:
     """Rank pids and their mpirun pids written by mpi_entries.record_pids."""
     return {int(p) for line in path.read_text().split("\n") if line for p in line.split()}
+
+
+def seconds_since_failure(pids_file: Path) -> float:
+    """Seconds since a rank failed (mpi_entries.fail): world start-up, slow on a loaded machine, excluded."""
+    return time.time() - float(Path(f"{pids_file}.failed").read_text())
+
+
+def marked_processes(marker: str) -> set:
+    """Live processes whose environment holds `marker` ("NAME=value"), inherited from whoever started Ray."""
+    found = set()
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if marker.encode() + b"\0" in f.read() + b"\0" and alive(int(entry)):
+                    found.add(int(entry))
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return found
+
+
+def command_line(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except FileNotFoundError:
+        return ""
+

@@ -52,7 +52,10 @@ def record_pids(path: str) -> None:
         f.write(f"{os.getpid()} {os.getppid()}\n")
 
 
-def fail(mode: str) -> None:
+def fail(mode: str, path: str) -> None:
+    """Fail as `mode` says, after writing the time of failure to `path`.failed."""
+    with open(f"{path}.failed", "w") as f:
+        f.write(str(time.time()))
     if mode == "raise":
         raise ValueError(f"rank {MPI.COMM_WORLD.rank} was told to fail")
     if mode == "exit":
@@ -68,8 +71,9 @@ def failing_worker():
     comm = MPI.COMM_WORLD
     path, failing_rank, mode = comm.bcast(None, root=0)
     record_pids(path)
+    comm.barrier()  # every rank is on record before any fails
     if comm.rank == failing_rank:
-        fail(mode)
+        fail(mode, path)
     comm.barrier()
 
 

@@ -25,7 +25,8 @@ from flytekitplugins.raympi import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-PLUGIN_ENV = [{"name": "RAY_RUNTIME_ENV_PLUGINS", "value": '[{"class": "raympi.plugin.MPIPlugin"}]'}]
+PLUGIN_ENV = [{"name": "RAY_RUNTIME_ENV_PLUGINS", "value": '[{"class": "raympi.plugin.MPIPlugin"}]'},
+              {"name": "RAY_worker_register_timeout_seconds", "value": "300"}]
 SETTINGS = SerializationSettings(image_config=ImageConfig.auto(img_name="ghcr.io/acme/raympi:0.1"))
 
 
@@ -206,3 +207,20 @@ def test_pyflyte_package_of_the_examples_has_the_ray_task(tmp_path):
 
     assert MessageToDict(template.custom) == json.loads(json.dumps(estimate_pi.get_custom(SETTINGS)))
     ParseDict(MessageToDict(template.custom), RayJob(), ignore_unknown_fields=False)
+
+
+def test_flyte_retries_and_timeout_reach_the_task_template():
+    """The Flyte backend retries a failed RayJob and aborts one past its timeout from these fields."""
+    from collections import OrderedDict
+    from datetime import timedelta
+
+    from flytekit.tools.translator import get_serializable
+
+    @task(task_config=RayMPIJob(slots=2), retries=3, timeout=timedelta(minutes=5))
+    def body() -> int:
+        return 0
+
+    template = get_serializable(OrderedDict(), SETTINGS, body).template
+    assert template.metadata.retries.retries == 3
+    assert template.metadata.timeout == timedelta(minutes=5)
+    assert template.type == "ray"

@@ -10,26 +10,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List
 
+import pandas as pd
 import pytest
-import ray
 from flytekit import current_context, task, workflow
 from flytekit.core.base_task import IgnoreOutputs
 from flytekit.types.file import FlyteFile
 
-from conftest import recorded_pids, wait_until_gone
+from conftest import recorded_pids, seconds_since_failure, wait_until_gone
 from flytekitplugins.raympi import ActiveDeadlineExceeded, RayMPIJob, RunPolicy, Worker
 from raympi import MPIRankError
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def embedded_ray():
-    """The plugin starts its own Ray; stop it when this module is done."""
-    if ray.is_initialized():
-        ray.shutdown()
-    yield
-    ray.shutdown()
+pytestmark = pytest.mark.usefixtures("embedded_ray")
 
 
 @dataclass
@@ -73,32 +65,35 @@ def test_every_rank_takes_part(body, size):
 
 
 @task(task_config=world(slots=3))
-def read_everywhere(data: FlyteFile, scale: Scale) -> List[str]:
+def read_everywhere(data: FlyteFile, scale: Scale, frame: pd.DataFrame) -> List[str]:
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD
     with open(data) as f:
         content = f.read().strip()
-    row = f"{comm.rank}|{current_context().working_directory}|{content}|{scale.factor * comm.rank}{scale.label}"
+    row = (f"{comm.rank}|{current_context().working_directory}|{content}|{scale.factor * comm.rank}{scale.label}"
+           f"|{frame['v'].iloc[comm.rank::comm.size].sum()}")
     rows = comm.gather(row, root=0)
     if comm.rank != 0:
         raise IgnoreOutputs("only rank 0's outputs count")
     return rows
 
 
-def test_inputs_and_context_work_on_every_rank(tmp_path):
+def test_inputs_of_every_kind_and_context_work_on_every_rank(tmp_path):
     source = tmp_path / "input.txt"
     source.write_text("shared input\n")
 
     @workflow
-    def wf(data: FlyteFile, scale: Scale) -> List[str]:
-        return read_everywhere(data=data, scale=scale)
+    def wf(data: FlyteFile, scale: Scale, frame: pd.DataFrame) -> List[str]:
+        return read_everywhere(data=data, scale=scale, frame=frame)
 
-    rows = [row.split("|") for row in wf(data=FlyteFile(str(source)), scale=Scale(factor=5, label="x"))]
+    frame = pd.DataFrame({"v": range(9)})
+    rows = [row.split("|") for row in wf(data=FlyteFile(str(source)), scale=Scale(factor=5, label="x"), frame=frame)]
     assert [r[0] for r in rows] == ["0", "1", "2"]
     assert len({r[1] for r in rows}) == 3, "each rank has its own working directory"
     assert {r[2] for r in rows} == {"shared input"}
     assert [r[3] for r in rows] == ["0x", "5x", "10x"]
+    assert [r[4] for r in rows] == ["9", "12", "15"], "each rank read its third of the dataframe"
 
 
 @task(task_config=world(slots=2))
@@ -151,19 +146,19 @@ def failing(mode: str, failing_rank: int, pids_file: str) -> int:
 
     comm = MPI.COMM_WORLD
     mpi_entries.record_pids(pids_file)
+    comm.barrier()  # every rank is on record before any fails
     if comm.rank == failing_rank:
-        mpi_entries.fail(mode)
+        mpi_entries.fail(mode, pids_file)
     comm.barrier()
     return comm.rank
 
 
-def run_failing(tmp_path, mode: str, failing_rank: int, error_type, timeout: int = 30):
+def run_failing(tmp_path, mode: str, failing_rank: int, error_type):
     pids_file = tmp_path / "pids"
-    start = time.monotonic()
     with pytest.raises(error_type) as caught:
         failing(mode=mode, failing_rank=failing_rank, pids_file=str(pids_file))
-    elapsed = time.monotonic() - start
-    assert elapsed < timeout, f"the failure took {elapsed:.0f} s"
+    elapsed = seconds_since_failure(pids_file)
+    assert elapsed < 30, f"the failure took {elapsed:.0f} s to reach the caller"
     assert wait_until_gone(recorded_pids(pids_file)) == set(), "MPI processes outlived the failed task"
     return caught.value
 
@@ -180,13 +175,20 @@ def test_rank0_that_raises_fails_the_task_with_its_exception(tmp_path):
     assert "rank 0 was told to fail" in str(error)
 
 
-def test_active_deadline_stops_a_hung_rank(tmp_path):
-    hung = task(task_config=world(slots=3, run_policy=RunPolicy(active_deadline_seconds=15)))(failing.task_function)
+@pytest.mark.parametrize("limit, message", [
+    ({"task_config": world(slots=3, run_policy=RunPolicy(active_deadline_seconds=40))},
+     "run_policy.active_deadline_seconds=40 s"),
+    ({"task_config": world(slots=3), "timeout": 40}, "longer than timeout=40 s"),
+])
+def test_a_hung_rank_is_stopped_at_the_deadline(tmp_path, limit, message):
+    # 40 s: long enough for the world to start on a loaded 2-core machine, so that a rank really hangs.
+    hung = task(**limit)(failing.task_function)
     pids_file = tmp_path / "pids"
     start = time.monotonic()
-    with pytest.raises(ActiveDeadlineExceeded, match="active_deadline_seconds=15"):
+    with pytest.raises(ActiveDeadlineExceeded, match=message):
         hung(mode="hang", failing_rank=1, pids_file=str(pids_file))
-    assert 15 <= time.monotonic() - start < 45
+    assert 40 <= time.monotonic() - start < 70
+    assert len(recorded_pids(pids_file)) == 4, "three ranks and their mpirun were running"
     assert wait_until_gone(recorded_pids(pids_file)) == set()
 
 

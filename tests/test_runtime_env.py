@@ -7,8 +7,9 @@ import pytest
 import ray
 from ray.exceptions import RayTaskError, RuntimeEnvSetupError
 
-from conftest import recorded_pids, wait_until_gone
-from raympi import MPIRankError, mpi_init
+from conftest import TESTS_DIR, recorded_pids, seconds_since_failure, wait_until_gone
+import raympi
+from raympi import MPIRankError, MPIWorldError, mpi_init
 
 pytestmark = pytest.mark.usefixtures("local_ray")
 
@@ -82,12 +83,35 @@ def test_peers_get_rank0_accelerator_visibility():
 def test_two_tasks_in_a_row_then_twenty_calls_each_in_a_fresh_world():
     assert ray.get(calc_pi.remote(1000), timeout=120)[1] == 4
     assert len(ray.get(report_ranks.remote(), timeout=120)) == 3
-    rank0_pids = set()
+    rank0_pids, all_pids = set(), set()
     for _ in range(20):
         ranks = ray.get(report_ranks.remote(), timeout=120)
         assert [r["rank"] for r in ranks] == [0, 1, 2]
         rank0_pids.add(ranks[0]["pid"])
+        all_pids.update(r["pid"] for r in ranks)
     assert len(rank0_pids) == 20
+    assert wait_until_gone(all_pids) == set(), "a rank outlived its finished call"
+
+
+# Imported by every Python process started with this folder on PYTHONPATH: rank 1 records its start,
+# then takes its time before MPI_Init.
+SLOW_RANK_1 = """
+import os, time
+if os.environ.get("OMPI_COMM_WORLD_RANK") == "1":
+    with open(os.environ["RANK_1_STARTS"], "a") as f:
+        f.write(f"{os.getpid()}\\n")
+    time.sleep(75)
+"""
+
+
+def test_a_world_slower_to_start_than_rays_worker_timeout_starts_once(tmp_path):
+    """Ray gives a worker 60 s to register; rank 0 registers only when its whole world is up."""
+    (tmp_path / "sitecustomize.py").write_text(SLOW_RANK_1)
+    starts = tmp_path / "starts"
+    args = ["-x", f"PYTHONPATH={tmp_path}:{TESTS_DIR}", "-x", f"RANK_1_STARTS={starts}"]
+    slow = report_ranks.options(runtime_env=mpi_env(2, "report_worker", args))
+    assert [r["rank"] for r in ray.get(slow.remote(), timeout=250)] == [0, 1]
+    assert len(starts.read_text().split()) == 1, "Ray started more than one world for the task"
 
 
 @ray.remote(runtime_env=mpi_env(3, "failing_worker"))
@@ -100,18 +124,18 @@ def fail_in_world(path: str, failing_rank: int, mode: str):
     comm = MPI.COMM_WORLD
     comm.bcast((path, failing_rank, mode), root=0)
     mpi_entries.record_pids(path)
+    comm.barrier()  # every rank is on record before any fails
     if failing_rank == 0:
-        mpi_entries.fail(mode)
+        mpi_entries.fail(mode, path)
     comm.barrier()
 
 
 def run_failing(tmp_path, failing_rank: int, mode: str):
-    """Run a world whose rank `failing_rank` fails; the error, and how long it took to arrive."""
+    """Run a world whose rank `failing_rank` fails; the error it raised."""
     pids_file = tmp_path / "pids"
-    start = time.monotonic()
     with pytest.raises(RayTaskError) as caught:
         ray.get(fail_in_world.remote(str(pids_file), failing_rank, mode), timeout=120)
-    elapsed = time.monotonic() - start
+    elapsed = seconds_since_failure(pids_file)
     assert elapsed < 30, f"the failure took {elapsed:.0f} s to reach the caller"
     pids = recorded_pids(pids_file)
     assert len(pids) == 4, "three ranks and their mpirun"
@@ -239,7 +263,7 @@ def test_mpi_init_outside_a_world_says_how_to_register():
 def test_py_executable_carries_the_same_launch_without_the_plugin():
     from raympi import py_executable
 
-    @ray.remote(runtime_env={"py_executable": py_executable(["--oversubscribe", "-n", "3"], "mpi_entries.report_worker")})
+    @ray.remote(runtime_env={"py_executable": py_executable(mpi_env(3, "report_worker")["mpi"])})
     def report():
         mpi_init()
         from mpi4py import MPI
@@ -249,3 +273,25 @@ def test_py_executable_carries_the_same_launch_without_the_plugin():
         return MPI.COMM_WORLD.gather(mpi_entries.describe(), root=0)
 
     assert [r["rank"] for r in ray.get(report.remote(), timeout=120)] == [0, 1, 2]
+
+
+def test_a_world_placed_other_than_reserved_is_an_error_not_a_silent_run():
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    group = placement_group([{"CPU": 1}])
+    ray.get(group.ready(), timeout=60)
+    try:
+        # Three ranks reserved on this node, but mpirun is told to start two.
+        mpi = {**mpi_env(2, "report_worker")["mpi"], **raympi.placement(group, ranks_per_bundle=3)}
+        assert mpi["hosts"] == [f"{ray.util.get_node_ip_address()}:3"]
+
+        @ray.remote(num_cpus=0, runtime_env={"mpi": mpi})
+        def misplaced():
+            mpi_init()
+
+        with pytest.raises(RayTaskError) as caught:
+            ray.get(misplaced.remote(), timeout=120)
+        assert isinstance(caught.value.as_instanceof_cause(), MPIWorldError)
+        assert "but Ray reserved" in str(caught.value)
+    finally:
+        remove_placement_group(group)

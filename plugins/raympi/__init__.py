@@ -3,6 +3,7 @@
 from .command import py_executable
 from .errors import MPIRankError, MPIWorldError
 from .init import mpi_init
+from .placement import placement
 from .registration import init_ray, registration_env
 
-__all__ = ["MPIRankError", "MPIWorldError", "init_ray", "mpi_init", "py_executable", "registration_env"]
+__all__ = ["MPIRankError", "MPIWorldError", "init_ray", "mpi_init", "placement", "py_executable", "registration_env"]

@@ -5,7 +5,14 @@ import os
 import shlex
 import shutil
 import sys
-from typing import List, Sequence
+from typing import List
+
+from .config import MPIConfig
+
+# What raympi.launch_agent reads: the cluster to start daemons through, and rank 0's runtime env
+# (without `mpi`, set by the mpi runtime env plugin) for them.
+RAY_ADDRESS_VAR = "RAYMPI_RAY_ADDRESS"
+DAEMON_RUNTIME_ENV = "RAYMPI_DAEMON_RUNTIME_ENV"
 
 
 class MPIRunNotFound(FileNotFoundError):
@@ -24,17 +31,38 @@ def find_mpirun(python: str = sys.executable) -> str:
     )
 
 
-def mpirun_command(args: Sequence[str], worker_entry: str, python: str = sys.executable) -> List[str]:
-    """`mpirun <args> <python> -m raympi.runner <worker_entry>`; Ray appends its worker's argv.
+def mpirun_command(config: MPIConfig, python: str = sys.executable, *mpirun_flags: str) -> List[str]:
+    """`mpirun <placement> <args> <mpirun_flags> <python> -m raympi.runner ...`; Ray appends its worker's argv.
 
     --enable-recovery keeps the world up when a peer exits, so rank 0 can report that peer's failure
     to the caller before the world ends; Open MPI refuses root unless told, and under a Ray worker
     that refusal is a silent hang.
     """
     root = ["--allow-run-as-root"] if os.geteuid() == 0 else []
-    return [find_mpirun(python), *root, "--enable-recovery", *args, python, "-m", "raympi.runner", worker_entry]
+    runner = [python, "-m", "raympi.runner", *_expected_hosts(config), config.worker_entry]
+    mpirun = [find_mpirun(python), *root, "--enable-recovery", *_placement(config, python), *config.args,
+              *mpirun_flags, *runner]
+    # The agent finds the cluster in its environment (PRRTE would split an address in its command at ":").
+    return ["env", f"{RAY_ADDRESS_VAR}={config.ray_address}", *mpirun] if len(config.hosts) > 1 else mpirun
 
 
-def py_executable(args: Sequence[str], worker_entry: str, python: str = sys.executable) -> str:
-    """The same launch as a `py_executable` runtime env value, for clusters without the plugin."""
-    return shlex.join(mpirun_command(args, worker_entry, python))
+def py_executable(mpi: dict, python: str = sys.executable) -> str:
+    """The same launch as a `py_executable` runtime env value, for clusters without the plugin:
+    `mpi` is what `runtime_env["mpi"]` would be."""
+    return shlex.join(mpirun_command(MPIConfig.parse(mpi), python))
+
+
+def _placement(config: MPIConfig, python: str) -> List[str]:
+    """mpirun's host list; daemons on other nodes are started through Ray by raympi.launch_agent."""
+    if not config.hosts:
+        return []
+    hosts = ["--host", ",".join(config.hosts)]
+    if len(config.hosts) == 1:
+        return hosts
+    agent = f"{python} -m raympi.launch_agent"
+    return [*hosts, "--prtemca", "plm_ssh_agent", agent, "--prtemca", "plm_ssh_no_tree_spawn", "1"]
+
+
+def _expected_hosts(config: MPIConfig) -> List[str]:
+    """Rank 0 checks the started world against the reservation (see raympi.supervisor)."""
+    return [f"--hosts={','.join(config.hosts)}"] if config.hosts else []

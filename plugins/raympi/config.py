@@ -4,7 +4,7 @@ the validated config."""
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import jsonschema
 
@@ -16,6 +16,8 @@ _SCHEMA = json.loads(SCHEMA_PATH.read_text())
 class MPIConfig:
     worker_entry: str
     args: List[str] = field(default_factory=list)
+    hosts: List[str] = field(default_factory=list)
+    ray_address: Optional[str] = None
 
     @classmethod
     def parse(cls, value) -> "MPIConfig":
@@ -27,6 +29,7 @@ class MPIConfig:
             raise ValueError(
                 f"runtime_env['mpi']{where}: {error.message}. Expected "
                 '{"args": ["-n", "4", ...] (strings, passed to mpirun), '
-                '"worker_entry": "module.function" (what ranks 1..N-1 run)}.'
+                '"worker_entry": "module.function" (what ranks 1..N-1 run), and for a world on several '
+                'nodes **raympi.placement(placement_group, slots)}.'
             ) from None
         return cls(**value)

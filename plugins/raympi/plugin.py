@@ -5,6 +5,7 @@ Register it in the environment of whatever starts the raylet, before Ray starts:
 """
 
 import asyncio
+import json
 import logging
 import shlex
 from typing import List
@@ -12,7 +13,7 @@ from typing import List
 from ray._private.runtime_env.context import RuntimeEnvContext
 from ray._private.runtime_env.plugin import RuntimeEnvPlugin
 
-from .command import mpirun_command
+from .command import DAEMON_RUNTIME_ENV, mpirun_command
 from .config import MPIConfig
 
 
@@ -29,9 +30,8 @@ class MPIPlugin(RuntimeEnvPlugin):
         """Let mpirun check the args (slots, flags) without launching: a world that cannot start would
         otherwise make Ray retry the worker forever, a hang instead of an error."""
         config = MPIConfig.parse(runtime_env["mpi"])
-        command = mpirun_command(config.args, config.worker_entry, context.py_executable)
         process = await asyncio.create_subprocess_exec(
-            *command[:-4], "--do-not-launch", *command[-4:],
+            *mpirun_command(config, context.py_executable, "--do-not-launch"),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         )
         _, stderr = await process.communicate()
@@ -44,5 +44,9 @@ class MPIPlugin(RuntimeEnvPlugin):
     def modify_context(self, uris: List[str], runtime_env, context: RuntimeEnvContext,
                        logger: logging.Logger) -> None:
         config = MPIConfig.parse(runtime_env["mpi"])
-        context.py_executable = shlex.join(mpirun_command(config.args, config.worker_entry, context.py_executable))
+        context.py_executable = shlex.join(mpirun_command(config, context.py_executable))
+        if len(config.hosts) > 1:
+            # Ranks on other nodes need what this worker has (working_dir, pip, env_vars): their daemon
+            # runs with the same runtime env there.
+            context.env_vars[DAEMON_RUNTIME_ENV] = json.dumps({k: v for k, v in runtime_env.items() if k != "mpi"})
         logger.info("mpi runtime env: worker starts as %s", context.py_executable)

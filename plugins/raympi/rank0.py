@@ -8,6 +8,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 
 from ray._private.function_manager import FunctionActorManager, FunctionExecutionInfo
@@ -39,27 +40,27 @@ class WorldGuard:
             if not self._started:
                 self._started = True
                 supervisor.start_peers(_accelerator_env())
-            done = threading.Event()
             body = self._body.submit(function, *args, **kwargs)
-            body.add_done_callback(lambda _: done.set())
             try:
-                supervisor.wait(done, for_peers=False)
+                supervisor.wait(body, for_peers=False)
                 error = body.exception()
                 if error is not None:
-                    supervisor.fail(MPIRankError(0, socket.gethostname(), os.getpid(),
-                                                 f"raised {type(error).__name__}: {error}"))
+                    supervisor.fail(_rank0_error(f"raised {type(error).__name__}: {error}"))
                     raise error
                 if is_task:
-                    supervisor.wait(done, for_peers=True)
+                    supervisor.wait(body, for_peers=True)
                 return body.result()
             except BaseException as error:
                 if not supervisor.failure:
-                    supervisor.fail(MPIRankError(0, socket.gethostname(), os.getpid(),
-                                                 f"was interrupted: {type(error).__name__}"))
+                    supervisor.fail(_rank0_error(f"was interrupted: {type(error).__name__}"))
                 raise
 
         run.__name__ = getattr(function, "__name__", "run")
         return run
+
+
+def _rank0_error(reason: str) -> MPIRankError:
+    return MPIRankError(0, socket.gethostname(), os.getpid(), reason)
 
 
 def _accelerator_env() -> dict:
@@ -97,5 +98,15 @@ def run_ray_worker(supervisor: Supervisor, ray_worker_argv: list) -> None:
     sys.argv = list(ray_worker_argv)
     try:
         runpy.run_path(ray_worker_argv[0], run_name="__main__")
-    finally:
-        supervisor.close()
+        code = 0
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 1
+    except BaseException:  # noqa: B036 -- whatever ended the worker, the world ends with it
+        traceback.print_exc()
+        code = 1
+    supervisor.close()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Not MPI_Finalize (mpi4py's exit hook): its fence waits forever for peers, which leave with
+    # os._exit when the channel closes. Ending here, as they do, ends the world.
+    os._exit(code)

@@ -4,6 +4,8 @@ output, and learns first-hand when one of them fails or finishes."""
 import socket
 import sys
 import threading
+from collections import Counter
+from concurrent.futures import Future
 from typing import Dict, Optional
 
 from .channel import Channel
@@ -13,10 +15,13 @@ PEER_CONNECT_TIMEOUT_S = 120.0
 
 
 class Supervisor:
-    def __init__(self, world_size: int, bind_host: str = "0.0.0.0"):
+    def __init__(self, world_size: int, node_ip: str, expected_hosts: Optional[Dict[str, int]] = None):
+        """`expected_hosts`: ranks per node IP that Ray reserved; the started world must match it."""
         self.world_size = world_size
-        self._listener = socket.create_server((bind_host, 0))
+        self._node_ip, self._expected_hosts = node_ip, expected_hosts
+        self._listener = socket.create_server(("0.0.0.0", 0))
         self._peers: Dict[int, Channel] = {}
+        self._peer_ips: Dict[int, str] = {}
         self._finished = set()
         self._failure: Optional[MPIWorldError] = None
         self._closing = False
@@ -41,25 +46,30 @@ class Supervisor:
                 self._fail(MPIWorldError(
                     f"only {len(self._peers)} of {self.world_size - 1} MPI peers reached rank 0 within "
                     f"{PEER_CONNECT_TIMEOUT_S:.0f} s"))
+            self._check_placement()
             self._raise_if_failed()
             peers = list(self._peers.values())
         for peer in peers:
             peer.send(("go", env))
 
-    def wait(self, done: threading.Event, for_peers: bool) -> None:
-        """Block until `done` is set (and, with `for_peers`, every peer finished) or a rank fails."""
+    def wait(self, body: Future, for_peers: bool) -> None:
+        """Block until `body` is done (and, with `for_peers`, every peer finished) or a rank fails."""
         def settled():
-            return self._failure or (done.is_set() and (not for_peers or len(self._finished) == self.world_size - 1))
+            return self._failure or (body.done() and (not for_peers or len(self._finished) == self.world_size - 1))
 
+        body.add_done_callback(lambda _: self._notify())
         with self._changed:
-            while not settled():
-                self._changed.wait(0.1)
+            self._changed.wait_for(settled)
             self._raise_if_failed()
 
     def fail(self, error: MPIWorldError) -> None:
         """Record rank 0's own failure and stop every peer."""
         with self._changed:
             self._fail(error)
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
 
     def close(self) -> None:
         with self._changed:
@@ -68,6 +78,18 @@ class Supervisor:
         self._listener.close()
         for peer in peers:
             peer.close()
+
+    def _check_placement(self) -> None:
+        """Fail unless the ranks run on the reserved nodes, as many on each as reserved: never a
+        "multi-node" world that silently runs on one node."""
+        if not self._expected_hosts or self._failure:
+            return
+        actual = Counter(self._peer_ips.values())
+        actual[self._node_ip] += 1
+        if dict(actual) != self._expected_hosts:
+            self._fail(MPIWorldError(
+                f"the MPI world's ranks run on {dict(actual)} (node IP: ranks), but Ray reserved "
+                f"{self._expected_hosts}: check the mpirun args (e.g. -n, --host, --map-by)"))
 
     def _raise_if_failed(self):
         if self._failure:
@@ -86,18 +108,20 @@ class Supervisor:
     def _accept(self):
         while True:
             try:
-                sock, _ = self._listener.accept()
+                sock, (peer_ip, *_) = self._listener.accept()
             except OSError:
                 return
-            threading.Thread(target=self._serve, args=(Channel(sock),), name="raympi-peer", daemon=True).start()
+            threading.Thread(target=self._serve, args=(Channel(sock), peer_ip), name="raympi-peer",
+                             daemon=True).start()
 
-    def _serve(self, channel: Channel):
+    def _serve(self, channel: Channel, peer_ip: str):
         hello = channel.receive()
         if hello is None:
             return
         _, rank, host, pid = hello
         with self._changed:
             self._peers[rank] = channel
+            self._peer_ips[rank] = peer_ip
             if self._failure:
                 channel.send(("exit",))
             self._changed.notify_all()

@@ -8,7 +8,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, List
+from typing import Any, Dict, List, Tuple
 
 import cloudpickle
 from flyteidl.core import literals_pb2
@@ -18,6 +18,8 @@ from flytekit.core.context_manager import ExecutionParameters, ExecutionState, F
 from flytekit.core.data_persistence import FileAccessProvider
 from flytekit.core.type_engine import TypeEngine
 from flytekit.models.literals import LiteralMap
+
+from . import blobs
 
 PEER_ENTRY = f"{__name__}.run_peer"
 
@@ -32,17 +34,25 @@ class Assignment:
     mode: ExecutionState.Mode
     execution_id: Any
     task_id: Any
-
-    def input_literals(self) -> LiteralMap:
-        return LiteralMap.from_flyte_idl(literals_pb2.LiteralMap.FromString(self.inputs))
+    driver_node: str  # Ray node ID of the driver
 
 
-def run_rank0(sys_path: List[str], payload: bytes) -> bytes:
+def literals_to_bytes(literals: LiteralMap) -> bytes:
+    return literals.to_flyte_idl().SerializeToString()
+
+
+def literals_from_bytes(data: bytes) -> LiteralMap:
+    return LiteralMap.from_flyte_idl(literals_pb2.LiteralMap.FromString(data))
+
+
+def run_rank0(sys_path: List[str], payload: bytes) -> Tuple[bytes, Dict[str, bytes]]:
     """The Ray task that is rank 0: share the assignment with the peers, run the task, return its outputs
-    (written under the raw output prefix from this node) as a serialized LiteralMap.
+    (written under the raw output prefix from this node) as a serialized LiteralMap, and in a local run on
+    another node than the driver's, the local files they refer to (see blobs.py).
 
     `payload` is the pickled Assignment; `sys_path` is where the driver found the task's module
     (`pyflyte run wf.py` imports wf from a path only the driver's sys.path has)."""
+    import ray
     from mpi4py import MPI
 
     from raympi import mpi_init
@@ -51,8 +61,10 @@ def run_rank0(sys_path: List[str], payload: bytes) -> bytes:
     assignment = _load(MPI.COMM_WORLD.bcast((sys_path, payload), root=0))
     # Kept: a local run's file outputs stay where rank 0 wrote them, as in flytekit's own local runs.
     with rank_context(assignment, keep_working_dir=True) as ctx:
-        outputs = PythonFunctionTask.dispatch_execute(assignment.task, ctx, assignment.input_literals())
-    return outputs.to_flyte_idl().SerializeToString()
+        outputs = literals_to_bytes(
+            PythonFunctionTask.dispatch_execute(assignment.task, ctx, literals_from_bytes(assignment.inputs)))
+        elsewhere = ray.get_runtime_context().get_node_id() != assignment.driver_node
+        return outputs, blobs.pack(outputs) if elsewhere and ctx.execution_state.is_local_execution() else {}
 
 
 def run_peer() -> None:
@@ -62,7 +74,7 @@ def run_peer() -> None:
     assignment = _load(MPI.COMM_WORLD.bcast(None, root=0))
     task = assignment.task
     with rank_context(assignment, keep_working_dir=False) as ctx:
-        inputs = TypeEngine.literal_map_to_kwargs(ctx, assignment.input_literals(), task.python_interface.inputs)
+        inputs = TypeEngine.literal_map_to_kwargs(ctx, literals_from_bytes(assignment.inputs), task.python_interface.inputs)
         try:
             task.execute(**inputs)
         except IgnoreOutputs:

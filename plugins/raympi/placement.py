@@ -1,0 +1,18 @@
+"""Spreading an MPI world over the nodes of a Ray placement group."""
+
+from typing import Dict
+
+import ray
+from ray.util.placement_group import PlacementGroup, placement_group_table
+
+
+def placement(group: PlacementGroup, ranks_per_bundle: int) -> Dict:
+    """The `mpi` runtime env fields that put `ranks_per_bundle` ranks on the node of each bundle of the
+    (ready) `group`: `hosts` ("ip:ranks", bundle 0's node first: schedule the task in bundle 0, it is
+    rank 0) and the `ray_address` where the launch agent for other nodes connects."""
+    ips = {node["NodeID"]: node["NodeManagerAddress"] for node in ray.nodes()}
+    ranks: Dict[str, int] = {}
+    for _, node in sorted(placement_group_table(group)["bundles_to_node_id"].items()):
+        ranks[ips[node]] = ranks.get(ips[node], 0) + ranks_per_bundle
+    return {"hosts": [f"{ip}:{n}" for ip, n in ranks.items()],
+            "ray_address": ray.get_runtime_context().gcs_address}

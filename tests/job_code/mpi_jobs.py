@@ -1,0 +1,84 @@
+"""Tasks run through the Ray-job entrypoint path (`pyflyte-execute` as the Ray job's driver), the way
+the Flyte backend and KubeRay run them. This folder is the job's working_dir, as a task image's code is."""
+
+import os
+from pathlib import Path
+from typing import List, Tuple
+
+import psutil
+from flytekit import current_context, task
+from flytekit.types.file import FlyteFile
+from flytekitplugins.raympi import RayMPIJob, Worker
+
+
+def node_ips() -> str:
+    """This node's IPv4 addresses (Ray nodes in network namespaces each have their own)."""
+    return ",".join(sorted(a.address for addrs in psutil.net_if_addrs().values() for a in addrs
+                           if a.family.name == "AF_INET" and not a.address.startswith("127.")))
+
+
+def report_world(x: int, fail_on_rank: int) -> Tuple[List[str], FlyteFile]:
+    """Each rank reports "rank/size ips pid total"; rank 0 also writes the report to a file it returns."""
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    print(f"rank {comm.rank} of {comm.size} reporting", flush=True)
+    if comm.rank == fail_on_rank:
+        raise RuntimeError(f"rank {comm.rank} failed on purpose")
+    total = comm.allreduce((comm.rank + 1) * x)
+    rows = comm.gather(f"{comm.rank}/{comm.size} {node_ips()} {os.getpid()} {total}", root=0)
+    report = Path(current_context().working_directory) / "report.txt"
+    if comm.rank == 0:
+        report.write_text("\n".join(rows) + "\n")
+    return rows, FlyteFile(str(report))
+
+
+@task(task_config=RayMPIJob(worker=Worker(replicas=1), slots=2))
+def one_node(x: int, fail_on_rank: int) -> (List[str], FlyteFile):
+    return report_world(x, fail_on_rank)
+
+
+@task(task_config=RayMPIJob(worker=Worker(replicas=2), slots=2))
+def two_nodes(x: int, fail_on_rank: int) -> (List[str], FlyteFile):
+    return report_world(x, fail_on_rank)
+
+
+@task
+def read_report(report: FlyteFile) -> str:
+    """A plain downstream task: it reads rank 0's file from the task output location."""
+    with open(report) as f:
+        return f"{node_ips()}\n{f.read()}"
+
+
+@task(task_config=RayMPIJob(worker=Worker(replicas=2), slots=2))
+def two_nodes_waiting(started: str) -> int:
+    """All ranks wait (for a node to be lost) once rank 0 has written its node's IP to `started`."""
+    import time
+
+    from mpi4py import MPI
+
+    MPI.COMM_WORLD.barrier()
+    if MPI.COMM_WORLD.rank == 0:
+        Path(started).write_text(node_ips())
+    time.sleep(600)
+    return 0
+
+
+@task(task_config=RayMPIJob(worker=Worker(replicas=3), slots=2, placement_timeout_seconds=20))
+def three_nodes() -> int:
+    """More worker nodes than the test cluster has."""
+    return 0
+
+
+@task(task_config=RayMPIJob(worker=Worker(replicas=2), slots=1))
+def horovod_two_nodes(epochs: int) -> (float, List[str]):
+    """The Horovod example's training, one rank on each of two nodes: the held-out accuracy, and every
+    rank's "node IPs, parameter digest", allgathered by Horovod (the driver puts examples/ on sys.path)."""
+    import hashlib
+
+    import horovod.torch as hvd
+    from examples import horovod_digits
+
+    model, accuracy = horovod_digits.train(epochs=epochs, batch_size=32, learning_rate=0.005)
+    digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parameters())).hexdigest()
+    return accuracy, hvd.allgather_object(f"{node_ips()} {digest}")

@@ -1,0 +1,151 @@
+"""RayMPIJob across Ray nodes, without ssh: a head and two workers, each in namespaces of its own
+(network, mount with a private /tmp, PID), so a rank on another node really is elsewhere."""
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from flytekit.models.literals import LiteralMap
+
+from conftest import TESTS_DIR, command_line
+from netns_cluster import comm, netns_pids, node_env
+from ray_job import run_task, wait_until_accepting
+
+JOB_CODE = TESTS_DIR / "job_code"
+sys.path.insert(0, str(JOB_CODE))
+import mpi_jobs  # noqa: E402
+
+pytestmark = pytest.mark.timeout(900)
+
+
+@pytest.fixture(scope="module")
+def cluster(netns_cluster):
+    wait_until_accepting(netns_cluster.dashboard_url)
+    return netns_cluster
+
+
+@pytest.fixture
+def shared_dir():
+    """A directory every node sees (their /tmp is private): as an object store would be."""
+    path = Path(tempfile.mkdtemp(prefix="raympi-", dir="/var/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def driver_on_head(cluster, code: str) -> subprocess.Popen:
+    """`python -c code` on the head, in the task module's folder, connected to the cluster (RAY_ADDRESS)."""
+    script = f"import json, os, sys\nos.chdir({str(JOB_CODE)!r})\nsys.path.insert(0, '.')\n" + textwrap.dedent(code)
+    return subprocess.Popen(cluster.enter(cluster.head) + [sys.executable, "-c", script],
+                            env={**node_env(), "RAY_ADDRESS": cluster.address}, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def mpi_processes(node) -> list:
+    return [pid for pid in netns_pids(node.netns)
+            if comm(pid) in ("prterun", "prted") or "raympi.runner" in command_line(pid)]
+
+
+def check_world(rows, cluster) -> str:
+    """Rows of mpi_jobs.report_world for x=3 on 2 nodes x 2 slots; rank 0's node IP."""
+    ips = [row.split()[1] for row in rows]
+    assert [row.split()[0] for row in rows] == ["0/4", "1/4", "2/4", "3/4"]
+    assert sorted(ips) == sorted(2 * [w.ip for w in cluster.workers]), "2 ranks on each worker node"
+    assert {row.split()[3] for row in rows} == {"30"}, "allreduce of 3 * (rank + 1) across nodes"
+    return ips[0]
+
+
+def test_ranks_run_on_the_reserved_worker_nodes(cluster):
+    driver = driver_on_head(cluster, """
+        import mpi_jobs
+        rows, _ = mpi_jobs.two_nodes(x=3, fail_on_rank=-1)
+        print(json.dumps(rows))
+    """)
+    out, err = driver.communicate(timeout=600)
+    assert driver.returncode == 0, err[-5000:] + cluster.logs()
+    check_world(json.loads(out.splitlines()[-1]), cluster)
+
+
+def test_entrypoint_path_file_written_on_rank0s_node_reaches_a_downstream_task(cluster, shared_dir):
+    upstream = run_task(cluster.dashboard_url, mpi_jobs.two_nodes, {"x": 3, "fail_on_rank": -1},
+                        shared_dir / "upstream", JOB_CODE, timeout=600)
+    rank0_ip = check_world(upstream.outputs["o0"], cluster)
+    report = upstream.literals.literals["o1"]
+    assert report.scalar.blob.uri.startswith(str(shared_dir / "upstream" / "raw"))
+    downstream = run_task(cluster.dashboard_url, mpi_jobs.read_report, LiteralMap({"report": report}),
+                          shared_dir / "downstream", JOB_CODE)
+    reader_ip, *lines = downstream.outputs["o0"].splitlines()
+    assert reader_ip == cluster.head.ip != rank0_ip, "read on another node than rank 0 wrote it"
+    assert lines == upstream.outputs["o0"]
+
+
+def test_more_nodes_than_the_cluster_has_fail_within_the_placement_timeout(cluster):
+    driver = driver_on_head(cluster, """
+        import mpi_jobs
+        mpi_jobs.three_nodes()
+    """)
+    _, err = driver.communicate(timeout=300)
+    assert driver.returncode != 0
+    assert "could not reserve 3 worker(s) x 2 slots within placement_timeout_seconds=20" in " ".join(err.split())
+
+
+def test_two_jobs_at_once_both_finish(cluster, shared_dir):
+    results = {}
+
+    def submit(name):
+        results[name] = run_task(cluster.dashboard_url, mpi_jobs.two_nodes, {"x": 3, "fail_on_rank": -1},
+                                 shared_dir / name, JOB_CODE, timeout=800)
+
+    threads = [threading.Thread(target=submit, args=(name,)) for name in ("first", "second")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert set(results) == {"first", "second"}
+    for finished in results.values():
+        check_world(finished.outputs["o0"], cluster)
+
+
+def test_horovod_training_across_nodes_converges_with_identical_parameters(cluster):
+    driver = driver_on_head(cluster, f"""
+        sys.path.insert(0, {str(TESTS_DIR.parent)!r})
+        import mpi_jobs
+        print(json.dumps(mpi_jobs.horovod_two_nodes(epochs=20)))
+    """)
+    out, err = driver.communicate(timeout=800)
+    assert driver.returncode == 0, err[-5000:] + cluster.logs()
+    accuracy, ranks = json.loads(out.splitlines()[-1])
+    assert accuracy >= 0.9
+    assert sorted(rank.split()[0] for rank in ranks) == sorted(w.ip for w in cluster.workers), "a rank on each"
+    assert len({rank.split()[1] for rank in ranks}) == 1, "every rank ends with the same parameters"
+
+
+# Last: the cluster has one worker node fewer afterwards.
+def test_losing_a_node_fails_the_task_and_leaves_nothing_running(cluster, shared_dir):
+    started = shared_dir / "started"
+    driver = driver_on_head(cluster, f"""
+        import mpi_jobs
+        mpi_jobs.two_nodes_waiting(started={str(started)!r})
+    """)
+    deadline = time.monotonic() + 600
+    while not started.exists() and driver.poll() is None and time.monotonic() < deadline:
+        time.sleep(1)
+    assert started.exists(), driver.communicate()[1][-5000:] + cluster.logs()
+    rank0_ip = started.read_text()
+    lost = next(w for w in cluster.workers if w.ip != rank0_ip)
+    cluster.kill_raylet(lost)
+    killed = time.monotonic()
+    _, err = driver.communicate(timeout=120)
+    assert driver.returncode != 0
+    print(f"failed {time.monotonic() - killed:.1f} s after the raylet was killed:\n{err[-3000:]}")
+    survivors = [n for n in cluster.nodes if n is not lost]
+    deadline = time.monotonic() + 30
+    while any(mpi_processes(n) for n in survivors) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert [mpi_processes(n) for n in survivors] == [[] for _ in survivors]

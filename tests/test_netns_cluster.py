@@ -1,0 +1,150 @@
+"""The multi-node test cluster: real Ray nodes in namespaces of their own, and nothing left after it."""
+
+import ipaddress
+import json
+import re
+import shlex
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import netns_cluster as netns
+
+# Starting a cluster takes ~30 s on a quiet machine, minutes on a loaded one (start() gives up at 240 s).
+pytestmark = pytest.mark.timeout(600)
+
+DRIVER_PREAMBLE = """
+import json, os, socket, ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+ray.init()
+NODE_IDS = {n["NodeManagerAddress"]: n["NodeID"] for n in ray.nodes() if n["Alive"]}
+
+def on(ip):
+    return NodeAffinitySchedulingStrategy(NODE_IDS[ip], soft=False)
+"""
+
+
+def run_driver(cluster, body: str):
+    """Run a Ray driver on the head; the JSON it prints last."""
+    code = DRIVER_PREAMBLE + textwrap.dedent(body)
+    proc = cluster.run(cluster.head, [sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def test_tasks_pinned_to_each_node_see_its_own_private_ip_and_no_way_out(netns_cluster):
+    ips = [n.ip for n in netns_cluster.nodes]
+    seen = run_driver(netns_cluster, f"""
+        def source_address(to):  # the address this node's kernel sends from (a UDP connect sends nothing)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                try:
+                    s.connect((to, 9))
+                except OSError as e:
+                    return os.strerror(e.errno)
+                return s.getsockname()[0]
+
+        @ray.remote(num_cpus=0)
+        def where():
+            return source_address({netns_cluster.head.ip!r}), socket.gethostname(), source_address("192.0.2.1")
+
+        print(json.dumps([ray.get(where.options(scheduling_strategy=on(ip)).remote()) for ip in {ips!r}]))
+    """)
+    assert seen == [[n.ip, n.netns, "Network is unreachable"] for n in netns_cluster.nodes]
+    assert len(set(ips)) == 3
+    assert all(ipaddress.ip_address(ip) in ipaddress.ip_network("10.213.0.0/16") for ip in ips)
+
+
+def test_tmp_written_on_one_node_is_not_visible_on_the_others(netns_cluster):
+    head, w1, w2 = netns_cluster.nodes
+    seen = run_driver(netns_cluster, f"""
+        PATH = "/tmp/written-on-w1"
+
+        @ray.remote(num_cpus=0)
+        def write():
+            open(PATH, "w").write("x")
+
+        @ray.remote(num_cpus=0)
+        def exists():
+            return os.path.exists(PATH)
+
+        ray.get(write.options(scheduling_strategy=on({w1.ip!r})).remote())
+        print(json.dumps({{ip: ray.get(exists.options(scheduling_strategy=on(ip)).remote())
+                          for ip in {[head.ip, w1.ip, w2.ip]!r}}}))
+    """)
+    assert seen == {head.ip: False, w1.ip: True, w2.ip: False}
+    assert (w1.root / "tmp/written-on-w1").exists() and not Path("/tmp/written-on-w1").exists()
+
+
+def test_job_submitted_from_the_host_runs_and_returns_its_logs(netns_cluster):
+    from ray.job_submission import JobSubmissionClient
+
+    head, worker = netns_cluster.head, netns_cluster.workers[0]
+    code = (
+        "import ray, socket; ray.init()\n"
+        f"task = ray.remote(lambda: socket.gethostname()).options(resources={{'node:{worker.ip}': 0.01}})\n"
+        "print('entrypoint on', socket.gethostname(), 'task on', ray.get(task.remote()))"
+    )
+    client = JobSubmissionClient(netns_cluster.dashboard_url)
+    job = client.submit_job(entrypoint=f"python -c {shlex.quote(code)}")
+    deadline = time.monotonic() + 240
+    while not (status := client.get_job_status(job)).is_terminal() and time.monotonic() < deadline:
+        time.sleep(1)
+    logs = client.get_job_logs(job)
+    assert status == "SUCCEEDED", logs
+    assert f"entrypoint on {head.netns} task on {worker.netns}" in logs
+
+
+NOTHING_LEFT = {"namespaces": [], "links": [], "netns mounts": [], "processes": [], "state": False}
+
+
+def leftovers(name: str, pids: dict) -> dict:
+    mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+    return {
+        "namespaces": [ns for ns in netns.netns_names() if netns.cluster_of(ns) == name],
+        "links": [link for link in netns.link_names() if netns.cluster_of(link) == name],
+        "netns mounts": [m for m in mounts if f"/run/netns/{name}-" in m],
+        "processes": sorted(pid for pid, ident in pids.items() if netns.process_identity(pid) == ident),
+        "state": netns.state_dir(name).exists(),
+    }
+
+
+def cluster_pids(name: str) -> dict:
+    """{pid: identity} of the processes in cluster `name`'s namespaces."""
+    return {p: netns.process_identity(p) for ns in netns.netns_names() if netns.cluster_of(ns) == name
+            for p in netns.netns_pids(ns)}
+
+
+def test_lost_node_is_seen_dead_and_a_failing_test_leaves_nothing_behind():
+    with pytest.raises(RuntimeError, match="the test failed"):
+        with netns.start(workers=1, slots=1) as cluster:
+            worker = cluster.workers[0]
+            stray = subprocess.Popen(cluster.enter(worker) + ["sleep", "600"])
+            pids = cluster_pids(cluster.name)
+            assert {"raylet", "gcs_server", "sleep"} <= {netns.comm(p) for p in pids}
+            cluster.kill_raylet(worker)
+            cluster.wait_for_states({worker: "DEAD", cluster.head: "ALIVE"}, timeout=120)
+            raise RuntimeError("the test failed")
+    stray.wait(timeout=10)
+    assert leftovers(cluster.name, pids) == NOTHING_LEFT
+
+
+def test_cli_up_leaves_a_cluster_and_down_removes_it(netns_cluster):
+    up = subprocess.run([sys.executable, netns.__file__, "up", "--workers", "1", "--slots", "1"],
+                        capture_output=True, text=True, timeout=300)
+    assert up.returncode == 0, up.stderr
+    name = re.search(r"cluster (rmpi\d+) up", up.stdout).group(1)
+    try:
+        pids = cluster_pids(name)
+        assert {"raylet", "gcs_server"} <= {netns.comm(p) for p in pids}
+        # its creator has exited; this module's cluster is owned by this live process
+        assert name in netns.orphans() and netns_cluster.name not in netns.orphans()
+        down = subprocess.run([sys.executable, netns.__file__, "down", name],
+                              capture_output=True, text=True, timeout=60)
+        assert f"removed {name}" in down.stdout, down.stderr
+        assert leftovers(name, pids) == NOTHING_LEFT
+    finally:
+        netns.remove(name)
