@@ -73,6 +73,7 @@ def _stamp(enter: float, result) -> None:
         "exit": time.time(),
         "started": procinfo.started(pid),
         "parent": parent_name,
+        "parent_pid": ppid,
         "parent_started": procinfo.started(ppid),
         "result": result,
     }

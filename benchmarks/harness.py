@@ -1,10 +1,12 @@
 """Measuring: a session (settings every rank inherits, a stamps folder, Ray running for the warm cases)
 and repeats taken round-robin over the cases, so a busy spell of a shared machine hits every case alike."""
 
+import contextlib
 import json
 import logging
 import os
 import shutil
+import signal
 import statistics
 import tempfile
 import time
@@ -23,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # The points of one launch, in order (see phases()); each phase ends at the point of its name.
 PHASES = ("worker forked", "ranks started", "rank 0 ready", "peers ready", "body", "teardown")
 MPIRUN_NAMES = ("prterun", "mpirun")
+# How long a run's ranks and mpirun may take to exit after the call returned.
+EXIT_GRACE_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,7 @@ class Sample:
     phases: dict[str, float]  # empty when the world was not started by mpirun
     result: Any  # what rank 0's body stamped
     prestarted: bool = False  # the world's processes were started before the call (Ray had started it earlier)
-    leftovers: int = 0  # rank processes of earlier runs still alive when this run started
+    left_running: int = 0  # ranks and mpirun of this run still alive when the next run began (then killed)
 
 
 def phases(start: float, end: float, stamps: list[dict]) -> dict[str, float]:
@@ -73,7 +77,7 @@ class Session:
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
         raympi.init_ray(num_cpus=ray_cpus, include_dashboard=False, logging_level=logging.WARNING)
         self.samples: dict[str, list[Sample]] = {}
-        self._ranks_seen: set[tuple[int, float]] = set()  # (pid, start time) of every rank so far
+        self._previous: tuple[Sample, list] | None = None  # the last run, and its (pid, start time)s
 
     def measure(self, cases: list[Case], repeats: int, warmup: int = 1) -> None:
         """Run each case not measured yet `warmup` times untimed, then `repeats` times, round-robin."""
@@ -90,13 +94,14 @@ class Session:
         return statistics.median(values) if values else None
 
     def close(self) -> None:
+        self._reap()
         ray.shutdown()
         shutil.rmtree(self._stamps, ignore_errors=True)
 
     def _once(self, case: Case) -> Sample:
         for stale in self._stamps.iterdir():
             stale.unlink()
-        self._ranks_seen = {rank for rank in self._ranks_seen if procinfo.alive(*rank)}
+        self._reap()
         start = time.time()
         case.run()
         end = time.time()
@@ -104,6 +109,24 @@ class Session:
         rank0 = next((s["result"] for s in stamps if s["rank"] == 0), None)
         # /proc counts in ticks of 10 ms
         prestarted = any(s["parent"] in MPIRUN_NAMES and s["parent_started"] < start - 0.02 for s in stamps)
-        leftovers = len(self._ranks_seen)
-        self._ranks_seen |= {(s["pid"], s["started"]) for s in stamps}
-        return Sample(end - start, phases(start, end, stamps), rank0, prestarted, leftovers)
+        sample = Sample(end - start, phases(start, end, stamps), rank0, prestarted)
+        ranks = [(s["pid"], s["started"]) for s in stamps]
+        mpiruns = {(s["parent_pid"], s["parent_started"]) for s in stamps if s["parent"] in MPIRUN_NAMES}
+        self._previous = sample, ranks + sorted(mpiruns)
+        return sample
+
+    def _reap(self) -> None:
+        """Give the previous run's processes EXIT_GRACE_S to end, then kill what is left and count it on that
+        run's sample: left alone, such processes would pile up and take the cores from later runs."""
+        if self._previous is None:
+            return
+        sample, processes = self._previous
+        self._previous = None
+        deadline = time.monotonic() + EXIT_GRACE_S
+        while any(procinfo.alive(*p) for p in processes) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for pid, started in processes:  # ranks before their mpirun
+            if procinfo.alive(pid, started):
+                sample.left_running += 1
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)

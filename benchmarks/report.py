@@ -65,15 +65,15 @@ def markdown(sections: list[Section], about: dict, samples: dict) -> str:
 
 
 def hygiene(samples: dict) -> str:
-    """Runs that did not start from a clean slate: their world was already running (started by Ray before
-    the call), or ranks of earlier runs were still alive (they compete for the cores)."""
-    rows = [[key, len(runs), sum(s.prestarted for s in runs), sum(s.leftovers > 0 for s in runs),
-             max(s.leftovers for s in runs)]
-            for key, runs in samples.items() if any(s.prestarted or s.leftovers for s in runs)]
+    """Runs that were not self-contained: their world was already running when the call began (Ray had
+    started it before), or some of their processes outlived them (the harness kills them before the next run)."""
+    rows = [[key, len(runs), sum(s.prestarted for s in runs), sum(s.left_running > 0 for s in runs),
+             sum(s.left_running for s in runs)]
+            for key, runs in samples.items() if any(s.prestarted or s.left_running for s in runs)]
     if not rows:
-        return "### Run hygiene\n\nEvery run started with no rank of an earlier run alive and a world of its own."
-    return "### Run hygiene\n\n" + tabulate(rows, ["case", "runs", "world already running", "earlier ranks alive",
-                                                     "most earlier ranks alive"], tablefmt="github")
+        return "### Run hygiene\n\nEvery timed run started its own world, and none left a process running."
+    headers = ["case", "runs", "world already running", "runs that left processes running", "processes left"]
+    return "### Run hygiene\n\n" + tabulate(rows, headers, tablefmt="github")
 
 
 def write(out: Path, sections: list[Section], about: dict, samples: dict) -> str:
