@@ -31,7 +31,7 @@ $(VENV)/.installed-bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	touch $@
 
-bench: $(VENV)/.installed-bench
+bench: $(VENV)/.installed-bench $(HOROVOD)
 	$(BIN)/python -m benchmarks
 
 # A Ray cluster of a head + WORKERS nodes, each in namespaces of its own (tests/netns_cluster.py; root).

@@ -2,8 +2,8 @@
 
     python -m benchmarks [--repeats 5] [--out benchmarks/results]     # make bench
 
-Sections are modules with `run(session, options) -> Section`; one that needs more of the machine than
-this harness starts (a multi-node cluster, Horovod) plugs in by joining SECTIONS.
+Sections are modules with `run(session, options) -> Section`. Horovod's needs Horovod installed (`make bench`
+does it); the multi-node one needs root (it builds a cluster of network namespaces) and is left out without.
 """
 
 import argparse
@@ -11,10 +11,11 @@ import os
 import sys
 from pathlib import Path
 
-from benchmarks import bandwidth, launch, report, scaling
+from benchmarks import bandwidth, horovod, launch, multinode, report, scaling
 from benchmarks.harness import ROOT, Session
 
-SECTIONS = {"launch": launch, "bandwidth": bandwidth, "scaling": scaling}
+SECTIONS = {"launch": launch, "bandwidth": bandwidth, "scaling": scaling, "horovod": horovod, "multinode": multinode}
+DEFAULT_SECTIONS = [name for name in SECTIONS if name != "multinode" or os.geteuid() == 0]
 
 
 def at_least(minimum: int):
@@ -34,9 +35,12 @@ def options(argv):
     parser.add_argument("--warmup", type=at_least(0), default=1, help="untimed runs of every case first")
     parser.add_argument("--launch-ranks", type=at_least(2), nargs="+", default=[2, 4])
     parser.add_argument("--scaling-ranks", type=at_least(2), nargs="+", default=[2, 4, 8])
+    parser.add_argument("--nodes", type=at_least(1), nargs="+", default=[1, 2, 3], help="Ray nodes (multinode)")
     parser.add_argument("--sizes-mib", type=at_least(1), nargs="+", default=[1, 16, 64])
     parser.add_argument("--iterations", type=at_least(1), default=10, help="allreduces per size in one bandwidth run")
-    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--steps", type=at_least(1), default=200, help="timed training steps in one Horovod run")
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=DEFAULT_SECTIONS,
+                        help="default: all (multinode only as root)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     return parser.parse_args(argv)
 
@@ -44,7 +48,7 @@ def options(argv):
 def main(argv=None) -> None:
     chosen = options(argv)
     about = report.machine()
-    session = Session({"sizes_mib": chosen.sizes_mib, "iterations": chosen.iterations},
+    session = Session({"sizes_mib": chosen.sizes_mib, "iterations": chosen.iterations, "steps": chosen.steps},
                       ray_cpus=max(os.cpu_count() or 1, *chosen.launch_ranks, *chosen.scaling_ranks))
     try:
         sections = [SECTIONS[name].run(session, chosen) for name in chosen.sections]

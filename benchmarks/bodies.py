@@ -19,6 +19,7 @@ from benchmarks import procinfo
 # The session's settings (JSON), set by the harness before anything starts: every rank inherits it.
 SETTINGS_ENV = "RAYMPI_BENCH"
 MIB = 1 << 20
+BATCH = 32  # images per step on each rank, as in examples/horovod_digits.py
 
 
 def settings() -> dict:
@@ -56,6 +57,39 @@ def bandwidth() -> dict:
         achieved[str(mib)] = send.nbytes / sorted(times)[len(times) // 2]
     _stamp(enter, achieved)
     return achieved
+
+
+def horovod() -> float:
+    """Images/s of the Horovod example's training step (its model, a batch of 32 on each rank, gradients
+    averaged by Horovod's allreduce), all ranks together, over the timed steps after a warm-up."""
+    import horovod.torch as hvd
+    import torch
+
+    from examples.horovod_digits import digits_model
+
+    enter = time.time()
+    hvd.init()
+    config = settings()
+    model = digits_model()
+    optimizer = hvd.DistributedOptimizer(torch.optim.Adam(model.parameters()), named_parameters=model.named_parameters())
+    hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+    images, labels = torch.rand(BATCH, 64), torch.randint(0, 10, (BATCH,))
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def steps(count: int) -> None:
+        for _ in range(count):
+            optimizer.zero_grad()
+            loss_fn(model(images), labels).backward()
+            optimizer.step()
+
+    steps(10)
+    count = config.get("steps", 100)
+    hvd.allreduce(torch.zeros(1), name="start")  # every rank starts the clock together
+    start = time.perf_counter()
+    steps(count)
+    rate = hvd.size() * BATCH * count / (time.perf_counter() - start)
+    _stamp(enter, rate)
+    return rate
 
 
 def _stamp(enter: float, result) -> None:

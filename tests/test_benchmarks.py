@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--repeats", "1", "--warmup", "0", "--launch-ranks", "2", "--scaling-ranks", "2", "--sizes-mib", "1",
-        "--iterations", "2"]
+        "--iterations", "2", "--steps", "2", "--nodes", "1", "2"]
 
 
 @pytest.mark.timeout(900)
@@ -18,20 +18,25 @@ def test_harness_measures_every_case_and_reports(tmp_path):
     done = subprocess.run(command, check=False, cwd=ROOT, capture_output=True, text=True, timeout=840)
     assert done.returncode == 0, done.stderr[-5000:]
 
-    for heading in ("### Targets", "### Launch overhead", "### Allreduce bandwidth", "### Scaling"):
+    for heading in ("### Targets", "### Launch overhead", "### Allreduce bandwidth", "### Scaling", "### Horovod",
+                    "### Multi-node"):
         assert heading in done.stdout
     assert (tmp_path / "table.md").read_text() in done.stdout
     assert (tmp_path / "plot.png").read_bytes().startswith(b"\x89PNG")
 
     samples = json.loads((tmp_path / "results.json").read_text())["samples"]
     expected = {"mpirun/2/launch", "ray/2/launch", "raympijob/2/launch", "cold/2/launch", "kfmpi/2/launch",
-                "ray_cold/2/-", "flytekit/1/launch", "mpirun/2/bandwidth", "raympijob/2/bandwidth"}
+                "ray_cold/2/-", "flytekit/1/launch", "mpirun/2/bandwidth", "raympijob/2/bandwidth",
+                "mpirun/2/horovod", "raympijob/2/horovod", "raympijob_nodes/1/launch", "raympijob_nodes/2/launch"}
     assert set(samples) == expected
-    # Every MPI launch was split into phases from its ranks' stamps; kfmpi runs one process, no mpirun.
-    for key in expected - {"kfmpi/2/launch", "ray_cold/2/-", "flytekit/1/launch"}:
+    # Every MPI launch on this node was split into phases from its ranks' stamps; kfmpi runs one process.
+    for key in expected - {"kfmpi/2/launch", "ray_cold/2/-", "flytekit/1/launch", "raympijob_nodes/1/launch",
+                           "raympijob_nodes/2/launch"}:
         (sample,) = samples[key]
         assert sample["phases"], key
         assert sum(sample["phases"].values()) == pytest.approx(sample["wall"])
     assert samples["raympijob/2/launch"][0]["result"] == 2
     assert samples["kfmpi/2/launch"][0]["result"] == 1
     assert samples["raympijob/2/bandwidth"][0]["result"]["1"] > 0
+    assert samples["raympijob/2/horovod"][0]["result"] > 0
+    assert samples["raympijob_nodes/2/launch"][0]["result"] == 2
