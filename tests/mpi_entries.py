@@ -43,6 +43,7 @@ def describe() -> dict:
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "cpus": sorted(os.sched_getaffinity(0)),
     }
 
 

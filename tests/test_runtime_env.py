@@ -80,6 +80,35 @@ def test_peers_get_rank0_accelerator_visibility():
     assert {r["cuda"] for r in ranks} == {"0"}
 
 
+def test_ranks_are_not_pinned_unless_the_args_pin_them():
+    """Ray pins no worker; mpirun's default would pin every world's ranks to cores 0, 1, ..."""
+    def two_ranks(*args):
+        mpi = {"args": ["-n", "2", *args], "worker_entry": "mpi_entries.report_worker"}
+        return report_ranks.options(runtime_env={"mpi": mpi})
+
+    every_cpu = sorted(os.sched_getaffinity(0))
+    assert [r["cpus"] for r in ray.get(two_ranks().remote(), timeout=120)] == 2 * [every_cpu]
+    pinned = two_ranks("--bind-to", "core")
+    first, second = (set(r["cpus"]) for r in ray.get(pinned.remote(), timeout=120))
+    assert first and second and not first & second, "a core of its own for each rank"
+
+
+def test_more_ranks_reserved_than_the_node_has_cores_run():
+    """A Ray node may offer more CPUs than it has cores (ray start --num-cpus): what Ray reserved runs."""
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    group = placement_group([{"CPU": 1}])
+    ray.get(group.ready(), timeout=60)
+    ranks = 2 * os.cpu_count()
+    try:
+        mpi = {"args": ["-n", str(ranks)], "worker_entry": "mpi_entries.report_worker",
+               **raympi.placement(group, ranks_per_bundle=ranks)}
+        crowded = report_ranks.options(num_gpus=0, num_cpus=0, runtime_env={"mpi": mpi})
+        assert len(ray.get(crowded.remote(), timeout=120)) == ranks
+    finally:
+        remove_placement_group(group)
+
+
 def test_two_tasks_in_a_row_then_twenty_calls_each_in_a_fresh_world():
     assert ray.get(calc_pi.remote(1000), timeout=120)[1] == 4
     assert len(ray.get(report_ranks.remote(), timeout=120)) == 3

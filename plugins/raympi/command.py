@@ -32,7 +32,7 @@ def find_mpirun(python: str = sys.executable) -> str:
 
 
 def mpirun_command(config: MPIConfig, python: str = sys.executable, *mpirun_flags: str) -> List[str]:
-    """`mpirun <placement> <args> <mpirun_flags> <python> -m raympi.runner ...`; Ray appends its worker's argv.
+    """`mpirun <placement> <binding> <args> <mpirun_flags> <python> -m raympi.runner ...`; Ray appends its worker's argv.
 
     --enable-recovery keeps the world up when a peer exits, so rank 0 can report that peer's failure
     to the caller before the world ends; Open MPI refuses root unless told, and under a Ray worker
@@ -40,8 +40,8 @@ def mpirun_command(config: MPIConfig, python: str = sys.executable, *mpirun_flag
     """
     root = ["--allow-run-as-root"] if os.geteuid() == 0 else []
     runner = [python, "-m", "raympi.runner", *_expected_hosts(config), config.worker_entry]
-    mpirun = [find_mpirun(python), *root, "--enable-recovery", *_placement(config, python), *config.args,
-              *mpirun_flags, *runner]
+    mpirun = [find_mpirun(python), *root, "--enable-recovery", *_placement(config, python), *_binding(config),
+              *config.args, *mpirun_flags, *runner]
     # The agent finds the cluster in its environment (PRRTE would split an address in its command at ":").
     return ["env", f"{RAY_ADDRESS_VAR}={config.ray_address}", *mpirun] if len(config.hosts) > 1 else mpirun
 
@@ -61,6 +61,14 @@ def _placement(config: MPIConfig, python: str) -> List[str]:
         return hosts
     agent = f"{python} -m raympi.launch_agent"
     return [*hosts, "--prtemca", "plm_ssh_agent", agent, "--prtemca", "plm_ssh_no_tree_spawn", "1"]
+
+
+def _binding(config: MPIConfig) -> List[str]:
+    """Ray counts a node's CPUs but pins no worker. mpirun's default pins ranks to cores 0, 1, ...: two worlds
+    on one node would share those cores, and more ranks than cores are refused even where Ray reserved
+    them. Ranks stay unbound unless the args bind them."""
+    binds = any(arg.lstrip("-").split("=")[0] == "bind-to" for arg in config.args)
+    return [] if binds else ["--bind-to", "none"]
 
 
 def _expected_hosts(config: MPIConfig) -> List[str]:
