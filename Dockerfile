@@ -32,7 +32,9 @@ RUN apt-get update \
     && useradd --create-home --uid 1000 ray
 COPY --from=build /opt/venv /opt/venv
 ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
-# Every Ray node started from this image knows the `mpi` runtime env, and waits for MPI worlds to start.
-ENV RAY_RUNTIME_ENV_PLUGINS='[{"class": "raympi.plugin.MPIPlugin"}]' RAY_worker_register_timeout_seconds=300
+# Every Ray node started from this image knows the `mpi` runtime env and runs MPI worlds (raympi/registration.py).
+ENV RAY_RUNTIME_ENV_PLUGINS='[{"class": "raympi.plugin.MPIPlugin"}]' \
+    RAY_worker_register_timeout_seconds=300 \
+    RAY_prestart_worker_first_driver=0
 USER 1000
 WORKDIR /home/ray

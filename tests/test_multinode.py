@@ -16,6 +16,7 @@ from flytekit.models.literals import LiteralMap
 
 from conftest import TESTS_DIR, command_line
 from netns_cluster import comm, netns_pids, node_env
+from netns_cluster import start as start_netns_cluster
 from ray_job import run_task, wait_until_accepting
 
 JOB_CODE = TESTS_DIR / "job_code"
@@ -124,6 +125,23 @@ def test_horovod_training_across_nodes_converges_with_identical_parameters(clust
     assert accuracy >= 0.9
     assert sorted(rank.split()[0] for rank in ranks) == sorted(w.ip for w in cluster.workers), "a rank on each"
     assert len({rank.split()[1] for rank in ranks}) == 1, "every rank ends with the same parameters"
+
+
+def test_one_cpu_nodes_whose_raylets_never_had_a_driver():
+    """The launch agent is the first Ray driver on rank 0's node, while that node's only CPU is rank 0's."""
+    with start_netns_cluster(workers=2, slots=1) as small:
+        driver = driver_on_head(small, """
+            import mpi_jobs
+            rows, _ = mpi_jobs.two_one_cpu_nodes(x=1, fail_on_rank=-1)
+            print(json.dumps(rows))
+        """)
+        try:
+            out, err = driver.communicate(timeout=300)
+        finally:
+            driver.kill()
+        assert driver.returncode == 0, err[-5000:] + small.logs()
+        rows = json.loads(next(line for line in reversed(out.splitlines()) if line.startswith("[")))
+        assert sorted(row.split()[1] for row in rows) == sorted(w.ip for w in small.workers), out
 
 
 # Last: the cluster has one worker node fewer afterwards.

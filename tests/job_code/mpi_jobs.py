@@ -43,6 +43,11 @@ def two_nodes(x: int, fail_on_rank: int) -> (List[str], FlyteFile):
     return report_world(x, fail_on_rank)
 
 
+@task(task_config=RayMPIJob(worker=Worker(replicas=2), slots=1))
+def two_one_cpu_nodes(x: int, fail_on_rank: int) -> (List[str], FlyteFile):
+    return report_world(x, fail_on_rank)
+
+
 @task
 def read_report(report: FlyteFile) -> str:
     """A plain downstream task: it reads rank 0's file from the task output location."""
