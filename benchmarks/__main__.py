@@ -1,6 +1,6 @@
 """Run the benchmarks, print the table, write table.md, results.json and plot.png:
 
-    python -m benchmarks [--repeats 5] [--out benchmarks/results]     # make bench
+    python -m benchmarks [--repeats 3] [--out benchmarks/results]     # make bench
 
 Sections are modules with `run(session, options) -> Section`. Horovod's needs Horovod installed (`make bench`
 does it); the multi-node one needs root (it builds a cluster of network namespaces) and is left out without.
@@ -31,7 +31,7 @@ def at_least(minimum: int):
 def options(argv):
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=at_least(1), default=5, help="timed runs of every case (after one warm-up)")
+    parser.add_argument("--repeats", type=at_least(1), default=3, help="timed runs of every case (after the warm-up)")
     parser.add_argument("--warmup", type=at_least(0), default=1, help="untimed runs of every case first")
     parser.add_argument("--launch-ranks", type=at_least(2), nargs="+", default=[2, 4])
     parser.add_argument("--scaling-ranks", type=at_least(2), nargs="+", default=[2, 4, 8])
