@@ -34,15 +34,15 @@ $(VENV)/.installed-bench: $(STAMP)
 bench: $(VENV)/.installed-bench $(HOROVOD)
 	$(BIN)/python -m benchmarks
 
-# A Ray cluster of a head + WORKERS nodes, each in namespaces of its own (tests/netns_cluster.py; root).
+# A Ray cluster of a head + WORKERS nodes, each in namespaces of its own (scripts/netns_cluster.py; root).
 WORKERS ?= 2
 SLOTS ?= 2
 cluster-up: $(STAMP)
-	$(BIN)/python tests/netns_cluster.py up --workers $(WORKERS) --slots $(SLOTS)
+	$(BIN)/python scripts/netns_cluster.py up --workers $(WORKERS) --slots $(SLOTS)
 
 # Removes CLUSTER (e.g. CLUSTER=rmpi0), or else every cluster whose creating process has exited.
 cluster-down: $(STAMP)
-	$(BIN)/python tests/netns_cluster.py down $(CLUSTER)
+	$(BIN)/python scripts/netns_cluster.py down $(CLUSTER)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

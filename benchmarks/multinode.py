@@ -1,16 +1,9 @@
 """Section 5: launch time of the one-int allreduce on 1, 2, 3 Ray nodes (one rank each), on the
-namespace cluster of the tests (tests/netns_cluster.py: every node with a network, /tmp and PIDs of its
-own; needs root). Ranks on other nodes start through Ray, without ssh. The driver runs on the head:
-
-    python -m benchmarks.multinode drive REPEATS WARMUP NODES...   # on the head, as the section runs it
+namespace cluster of the tests (scripts/netns_cluster.py: every node with a network, /tmp and PIDs of
+its own; needs root). Ranks on other nodes start through Ray, without ssh. The driver runs on the head.
 """
 
-import json
-import os
-import subprocess
-import sys
 import time
-from contextlib import contextmanager
 from functools import cache
 
 from flytekit import task
@@ -19,9 +12,7 @@ from flytekitplugins.raympi import RayMPIJob, RunPolicy, Worker
 from benchmarks import bodies
 from benchmarks.harness import ROOT, Sample, Session
 from benchmarks.report import Section, seconds
-
-sys.path.insert(0, str(ROOT / "tests"))
-import netns_cluster  # noqa: E402
+from scripts import netns_cluster
 
 
 @cache
@@ -42,31 +33,15 @@ def drive(repeats: int, warmup: int, nodes: list) -> dict:
     return runs
 
 
-@contextmanager
-def _without(name: str):
-    """The cluster's nodes inherit this environment: the bodies' stamps folder is in this node's /tmp."""
-    saved = os.environ.pop(name, None)
-    try:
-        yield
-    finally:
-        if saved is not None:
-            os.environ[name] = saved
-
-
 def run(session: Session, options) -> Section:
     nodes = options.nodes
-    with _without(bodies.SETTINGS_ENV):
-        cluster = netns_cluster.start(workers=max(nodes), slots=1)
-    with cluster:
-        driver = cluster.enter(cluster.head) + [
-            sys.executable, "-m", "benchmarks.multinode", "drive", str(options.repeats), str(options.warmup),
-            *map(str, nodes)]
-        env = {**netns_cluster.node_env(), "RAY_ADDRESS": cluster.address}
-        env.pop(bodies.SETTINGS_ENV, None)
-        done = subprocess.run(driver, env=env, cwd=ROOT / "benchmarks", capture_output=True, text=True, timeout=1800)
-        if done.returncode:
-            raise RuntimeError(f"the multi-node driver failed:\n{done.stderr[-5000:]}\n{cluster.logs()}")
-    for n, runs in json.loads(done.stdout.splitlines()[-1]).items():
+    # Without the session's settings: the bodies' stamps folder is in this node's /tmp.
+    with netns_cluster.start(workers=max(nodes), slots=1, env={bodies.SETTINGS_ENV: None}) as cluster:
+        runs_by_nodes = cluster.driver(f"""
+            from benchmarks.multinode import drive
+            emit(drive({options.repeats}, {options.warmup}, {nodes!r}))
+        """, cwd=ROOT).result(timeout=1800)
+    for n, runs in runs_by_nodes.items():
         session.samples[f"raympijob_nodes/{n}/launch"] = [Sample(wall, {}, total) for wall, total in runs]
     wall = {n: session.median(f"raympijob_nodes/{n}/launch") for n in nodes}
     rows = [[n, seconds(wall[n]), f"{wall[n] - wall[nodes[0]]:+.2f}"] for n in nodes]
@@ -84,7 +59,3 @@ def run(session: Session, options) -> Section:
              "MPI daemon starts as a Ray task there (a Ray worker, then prted).")
     return Section("Multi-node: launch time by Ray nodes, one rank each", ["nodes", "wall s", f"minus {nodes[0]} node(s)"],
                    rows, notes=notes, plot=plot)
-
-
-if __name__ == "__main__" and sys.argv[1] == "drive":
-    print(json.dumps(drive(int(sys.argv[2]), int(sys.argv[3]), [int(n) for n in sys.argv[4:]])))

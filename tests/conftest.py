@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from netns_cluster import start as start_netns_cluster
+from scripts.netns_cluster import start as start_netns_cluster
 
 TESTS_DIR = Path(__file__).resolve().parent
 # Peers' lines differ only in numbers; Ray's log dedup would fold them together.
@@ -33,7 +33,7 @@ def local_ray():
 @pytest.fixture(scope="module")
 def netns_cluster():
     """A Ray cluster of a head (no CPUs) and 2 workers of 2 CPUs, each node in network, mount,
-    UTS and PID namespaces of its own (see netns_cluster.py); removed after the module."""
+    UTS and PID namespaces of its own (see scripts/netns_cluster.py); removed after the module."""
     with start_netns_cluster(workers=2, slots=2) as cluster:
         yield cluster
 

@@ -42,6 +42,7 @@ def describe() -> dict:
         "rank": MPI.COMM_WORLD.rank,
         "host": socket.gethostname(),
         "pid": os.getpid(),
+        "mpirun": os.getppid(),
         "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "cpus": sorted(os.sched_getaffinity(0)),
     }

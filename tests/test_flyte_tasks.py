@@ -65,6 +65,18 @@ def test_every_rank_takes_part(body, size):
 
 
 @task(task_config=world(slots=3))
+def ray_imported() -> List[bool]:
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD.gather("ray" in sys.modules, root=0)
+
+
+def test_only_rank0_imports_ray():
+    """Rank 0 is the Ray worker; Ray's import, a second of CPU, would only delay the peers' start."""
+    assert ray_imported() == [True, False, False]
+
+
+@task(task_config=world(slots=3))
 def read_everywhere(data: FlyteFile, scale: Scale, frame: pd.DataFrame) -> List[str]:
     from mpi4py import MPI
 

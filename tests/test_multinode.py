@@ -1,12 +1,9 @@
 """RayMPIJob across Ray nodes, without ssh: a head and two workers, each in namespaces of its own
 (network, mount with a private /tmp, PID), so a rank on another node really is elsewhere."""
 
-import json
 import shutil
-import subprocess
 import sys
 import tempfile
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -15,9 +12,9 @@ import pytest
 from flytekit.models.literals import LiteralMap
 
 from conftest import TESTS_DIR, command_line
-from netns_cluster import comm, netns_pids, node_env
-from netns_cluster import start as start_netns_cluster
 from ray_job import run_task, wait_until_accepting
+from scripts.netns_cluster import comm, netns_pids
+from scripts.netns_cluster import start as start_netns_cluster
 
 JOB_CODE = TESTS_DIR / "job_code"
 sys.path.insert(0, str(JOB_CODE))
@@ -40,14 +37,6 @@ def shared_dir():
     shutil.rmtree(path, ignore_errors=True)
 
 
-def driver_on_head(cluster, code: str) -> subprocess.Popen:
-    """`python -c code` on the head, in the task module's folder, connected to the cluster (RAY_ADDRESS)."""
-    script = f"import json, os, sys\nos.chdir({str(JOB_CODE)!r})\nsys.path.insert(0, '.')\n" + textwrap.dedent(code)
-    return subprocess.Popen(cluster.enter(cluster.head) + [sys.executable, "-c", script],
-                            env={**node_env(), "RAY_ADDRESS": cluster.address}, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
 def mpi_processes(node) -> list:
     return [pid for pid in netns_pids(node.netns)
             if comm(pid) in ("prterun", "prted") or "raympi.runner" in command_line(pid)]
@@ -63,14 +52,12 @@ def check_world(rows, cluster) -> str:
 
 
 def test_ranks_run_on_the_reserved_worker_nodes(cluster):
-    driver = driver_on_head(cluster, """
+    rows = cluster.driver("""
         import mpi_jobs
         rows, _ = mpi_jobs.two_nodes(x=3, fail_on_rank=-1)
-        print(json.dumps(rows))
-    """)
-    out, err = driver.communicate(timeout=600)
-    assert driver.returncode == 0, err[-5000:] + cluster.logs()
-    check_world(json.loads(out.splitlines()[-1]), cluster)
+        emit(rows)
+    """, cwd=JOB_CODE).result(timeout=600)
+    check_world(rows, cluster)
 
 
 def test_entrypoint_path_file_written_on_rank0s_node_reaches_a_downstream_task(cluster, shared_dir):
@@ -87,10 +74,10 @@ def test_entrypoint_path_file_written_on_rank0s_node_reaches_a_downstream_task(c
 
 
 def test_more_nodes_than_the_cluster_has_fail_within_the_placement_timeout(cluster):
-    driver = driver_on_head(cluster, """
+    driver = cluster.driver("""
         import mpi_jobs
         mpi_jobs.three_nodes()
-    """)
+    """, cwd=JOB_CODE)
     _, err = driver.communicate(timeout=300)
     assert driver.returncode != 0
     assert "could not reserve 3 worker(s) x 2 slots within placement_timeout_seconds=20" in " ".join(err.split())
@@ -114,14 +101,12 @@ def test_two_jobs_at_once_both_finish(cluster, shared_dir):
 
 
 def test_horovod_training_across_nodes_converges_with_identical_parameters(cluster):
-    driver = driver_on_head(cluster, f"""
+    accuracy, ranks = cluster.driver(f"""
+        import sys
         sys.path.insert(0, {str(TESTS_DIR.parent)!r})
         import mpi_jobs
-        print(json.dumps(mpi_jobs.horovod_two_nodes(epochs=20)))
-    """)
-    out, err = driver.communicate(timeout=800)
-    assert driver.returncode == 0, err[-5000:] + cluster.logs()
-    accuracy, ranks = json.loads(out.splitlines()[-1])
+        emit(mpi_jobs.horovod_two_nodes(epochs=20))
+    """, cwd=JOB_CODE).result(timeout=800)
     assert accuracy >= 0.9
     assert sorted(rank.split()[0] for rank in ranks) == sorted(w.ip for w in cluster.workers), "a rank on each"
     assert len({rank.split()[1] for rank in ranks}) == 1, "every rank ends with the same parameters"
@@ -130,27 +115,21 @@ def test_horovod_training_across_nodes_converges_with_identical_parameters(clust
 def test_one_cpu_nodes_whose_raylets_never_had_a_driver():
     """The launch agent is the first Ray driver on rank 0's node, while that node's only CPU is rank 0's."""
     with start_netns_cluster(workers=2, slots=1) as small:
-        driver = driver_on_head(small, """
+        rows = small.driver("""
             import mpi_jobs
             rows, _ = mpi_jobs.two_one_cpu_nodes(x=1, fail_on_rank=-1)
-            print(json.dumps(rows))
-        """)
-        try:
-            out, err = driver.communicate(timeout=300)
-        finally:
-            driver.kill()
-        assert driver.returncode == 0, err[-5000:] + small.logs()
-        rows = json.loads(next(line for line in reversed(out.splitlines()) if line.startswith("[")))
-        assert sorted(row.split()[1] for row in rows) == sorted(w.ip for w in small.workers), out
+            emit(rows)
+        """, cwd=JOB_CODE).result(timeout=300)
+        assert sorted(row.split()[1] for row in rows) == sorted(w.ip for w in small.workers), rows
 
 
 # Last: the cluster has one worker node fewer afterwards.
 def test_losing_a_node_fails_the_task_and_leaves_nothing_running(cluster, shared_dir):
     started = shared_dir / "started"
-    driver = driver_on_head(cluster, f"""
+    driver = cluster.driver(f"""
         import mpi_jobs
         mpi_jobs.two_nodes_waiting(started={str(started)!r})
-    """)
+    """, cwd=JOB_CODE)
     deadline = time.monotonic() + 600
     while not started.exists() and driver.poll() is None and time.monotonic() < deadline:
         time.sleep(1)

@@ -1,7 +1,6 @@
 """The multi-node test cluster: real Ray nodes in namespaces of their own, and nothing left after it."""
 
 import ipaddress
-import json
 import re
 import shlex
 import subprocess
@@ -12,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-import netns_cluster as netns
+from scripts import netns_cluster as netns
 
 # Starting a cluster takes ~30 s on a quiet machine, minutes on a loaded one (start() gives up at 240 s).
 pytestmark = pytest.mark.timeout(600)
 
 DRIVER_PREAMBLE = """
-import json, os, socket, ray
+import os, socket, ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 ray.init()
 NODE_IDS = {n["NodeManagerAddress"]: n["NodeID"] for n in ray.nodes() if n["Alive"]}
@@ -29,11 +28,8 @@ def on(ip):
 
 
 def run_driver(cluster, body: str):
-    """Run a Ray driver on the head; the JSON it prints last."""
-    code = DRIVER_PREAMBLE + textwrap.dedent(body)
-    proc = cluster.run(cluster.head, [sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout.splitlines()[-1])
+    """Run a Ray driver on the head; what it emits."""
+    return cluster.driver(DRIVER_PREAMBLE + textwrap.dedent(body)).result(timeout=240)
 
 
 def test_tasks_pinned_to_each_node_see_its_own_private_ip_and_no_way_out(netns_cluster):
@@ -51,7 +47,7 @@ def test_tasks_pinned_to_each_node_see_its_own_private_ip_and_no_way_out(netns_c
         def where():
             return source_address({netns_cluster.head.ip!r}), socket.gethostname(), source_address("192.0.2.1")
 
-        print(json.dumps([ray.get(where.options(scheduling_strategy=on(ip)).remote()) for ip in {ips!r}]))
+        emit([ray.get(where.options(scheduling_strategy=on(ip)).remote()) for ip in {ips!r}])
     """)
     assert seen == [[n.ip, n.netns, "Network is unreachable"] for n in netns_cluster.nodes]
     assert len(set(ips)) == 3
@@ -72,8 +68,8 @@ def test_tmp_written_on_one_node_is_not_visible_on_the_others(netns_cluster):
             return os.path.exists(PATH)
 
         ray.get(write.options(scheduling_strategy=on({w1.ip!r})).remote())
-        print(json.dumps({{ip: ray.get(exists.options(scheduling_strategy=on(ip)).remote())
-                          for ip in {[head.ip, w1.ip, w2.ip]!r}}}))
+        emit({{ip: ray.get(exists.options(scheduling_strategy=on(ip)).remote())
+              for ip in {[head.ip, w1.ip, w2.ip]!r}}})
     """)
     assert seen == {head.ip: False, w1.ip: True, w2.ip: False}
     assert (w1.root / "tmp/written-on-w1").exists() and not Path("/tmp/written-on-w1").exists()

@@ -1,7 +1,11 @@
 """The `mpi` runtime env on a real local Ray: rank 0 is the Ray worker, peers come from mpirun."""
 
 import os
+import shutil
+import signal
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import ray
@@ -10,6 +14,7 @@ from ray.exceptions import RayTaskError, RuntimeEnvSetupError
 from conftest import TESTS_DIR, recorded_pids, seconds_since_failure, wait_until_gone
 import raympi
 from raympi import MPIRankError, MPIWorldError, mpi_init
+from raympi.command import find_mpirun
 
 pytestmark = pytest.mark.usefixtures("local_ray")
 
@@ -120,6 +125,40 @@ def test_two_tasks_in_a_row_then_twenty_calls_each_in_a_fresh_world():
         all_pids.update(r["pid"] for r in ranks)
     assert len(rank0_pids) == 20
     assert wait_until_gone(all_pids) == set(), "a rank outlived its finished call"
+
+
+def killed_mpirun_session_dir(tmpdir: Path) -> Path:
+    """What a SIGKILLed mpirun leaves in its tmpdir: its session directory, named by its pid."""
+    mpirun = subprocess.Popen([find_mpirun(), *(["--allow-run-as-root"] if os.geteuid() == 0 else []),
+                               "-n", "1", "sleep", "60"], env={**os.environ, "TMPDIR": str(tmpdir)},
+                              start_new_session=True)
+    session = tmpdir / f"ompi.{mpirun.pid}"
+    deadline = time.monotonic() + 30
+    while not list(session.glob(f"pmix.*.tool.{mpirun.pid}")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.killpg(mpirun.pid, signal.SIGKILL)
+    mpirun.wait()
+    assert session.is_dir()
+    return session
+
+
+def test_a_world_whose_mpirun_gets_a_killed_mpiruns_pid_starts(tmp_path):
+    """Pids are reused (pid_max is often 32768); Open MPI stops at once where a dead mpirun of the same pid
+    left its session directory ("The PMIx server's listener thread failed to start")."""
+    tmpdir = tmp_path / "tmpdir"
+    stale = killed_mpirun_session_dir(tmpdir.parent / "seed")
+    # The same leftovers for each of the next pids: the world's mpirun will get one of them.
+    last, pid_max = (int(Path(f"/proc/sys/kernel/{f}").read_text()) for f in ("ns_last_pid", "pid_max"))
+    pids = [300 + (last - 300 + i) % (pid_max - 300) for i in range(1, 3001)]
+    old_pid = stale.name.split(".")[1]
+    for pid in pids:
+        shutil.copytree(stale, tmpdir / f"ompi.{pid}")
+        for f in (tmpdir / f"ompi.{pid}").glob(f"*.{old_pid}"):
+            f.rename(f.with_name(f.name.replace(old_pid, str(pid))))
+    env = {**mpi_env(2, "report_worker"), "env_vars": {"TMPDIR": str(tmpdir)}}
+    ranks = ray.get(report_ranks.options(runtime_env=env).remote(), timeout=120)
+    assert [r["rank"] for r in ranks] == [0, 1]
+    assert ranks[0]["mpirun"] in pids, "the world's mpirun got a pid outside the leftovers: test nothing"
 
 
 # Imported by every Python process started with this folder on PYTHONPATH: rank 1 records its start,

@@ -1,4 +1,7 @@
-"""MPI on Ray: the `mpi` runtime env, brought back out of tree and made robust."""
+"""MPI on Ray: the `mpi` runtime env, brought back out of tree and made robust.
+
+Its modules import Ray where they use it: MPI peers import this package (raympi.runner) and need no Ray.
+"""
 
 from .command import py_executable
 from .errors import MPIRankError, MPIWorldError

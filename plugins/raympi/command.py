@@ -13,6 +13,10 @@ from .config import MPIConfig
 # (without `mpi`, set by the mpi runtime env plugin) for them.
 RAY_ADDRESS_VAR = "RAYMPI_RAY_ADDRESS"
 DAEMON_RUNTIME_ENV = "RAYMPI_DAEMON_RUNTIME_ENV"
+# A killed mpirun leaves its session directory, <tmpdir>/ompi.<pid>, behind; a later mpirun given the same
+# pid then stops at once ("The PMIx server's listener thread failed to start"). Each launch removes the
+# one its own pid would meet, then becomes mpirun (the same pid, as Ray and mpirun's tmpdir expect).
+_CLEAR_SESSION_DIR = ["/bin/sh", "-c", 'rm -rf "${TMPDIR:-${TEMP:-${TMP:-/tmp}}}/ompi.$$"; exec "$@"', "sh"]
 
 
 class MPIRunNotFound(FileNotFoundError):
@@ -43,7 +47,8 @@ def mpirun_command(config: MPIConfig, python: str = sys.executable, *mpirun_flag
     mpirun = [find_mpirun(python), *root, "--enable-recovery", *_placement(config, python), *_binding(config),
               *config.args, *mpirun_flags, *runner]
     # The agent finds the cluster in its environment (PRRTE would split an address in its command at ":").
-    return ["env", f"{RAY_ADDRESS_VAR}={config.ray_address}", *mpirun] if len(config.hosts) > 1 else mpirun
+    agent_env = ["env", f"{RAY_ADDRESS_VAR}={config.ray_address}"] if len(config.hosts) > 1 else []
+    return [*_CLEAR_SESSION_DIR, *agent_env, *mpirun]
 
 
 def py_executable(mpi: dict, python: str = sys.executable) -> str:

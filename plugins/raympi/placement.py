@@ -1,15 +1,18 @@
 """Spreading an MPI world over the nodes of a Ray placement group."""
 
-from typing import Dict
+from typing import TYPE_CHECKING, Dict
 
-import ray
-from ray.util.placement_group import PlacementGroup, placement_group_table
+if TYPE_CHECKING:
+    from ray.util.placement_group import PlacementGroup
 
 
-def placement(group: PlacementGroup, ranks_per_bundle: int) -> Dict:
+def placement(group: "PlacementGroup", ranks_per_bundle: int) -> Dict:
     """The `mpi` runtime env fields that put `ranks_per_bundle` ranks on the node of each bundle of the
     (ready) `group`: `hosts` ("ip:ranks", bundle 0's node first: schedule the task in bundle 0, it is
     rank 0) and the `ray_address` where the launch agent for other nodes connects."""
+    import ray
+    from ray.util.placement_group import placement_group_table
+
     ips = {node["NodeID"]: node["NodeManagerAddress"] for node in ray.nodes()}
     ranks: Dict[str, int] = {}
     for _, node in sorted(placement_group_table(group)["bundles_to_node_id"].items()):

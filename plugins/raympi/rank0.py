@@ -10,11 +10,13 @@ import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
-
-from ray._private.function_manager import FunctionActorManager, FunctionExecutionInfo
+from typing import TYPE_CHECKING
 
 from .errors import MPIRankError
 from .supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from ray._private.function_manager import FunctionExecutionInfo
 
 # True in the process that is rank 0 of an MPI world (see mpi_init).
 ACTIVE = False
@@ -26,7 +28,7 @@ class WorldGuard:
         self._body = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raympi-rank0")
         self._started = False
 
-    def execution_info(self, info: FunctionExecutionInfo, is_task: bool) -> FunctionExecutionInfo:
+    def execution_info(self, info: "FunctionExecutionInfo", is_task: bool) -> "FunctionExecutionInfo":
         """Guard `info`'s function; a task also ends its worker after one call (a fresh world each)."""
         if info.function_name.startswith("__ray"):
             return info
@@ -82,6 +84,8 @@ def _exit_when_gone(pid: int) -> None:
 
 def run_ray_worker(supervisor: Supervisor, ray_worker_argv: list) -> None:
     """Run Ray's default worker (`ray_worker_argv[0]`) in this process, with every call guarded."""
+    from ray._private.function_manager import FunctionActorManager
+
     global ACTIVE
     ACTIVE = True
     guard = WorldGuard(supervisor)

@@ -3,8 +3,6 @@
 import json
 import os
 
-import ray
-
 from .config import SCHEMA_PATH
 
 PLUGIN_CLASS = "raympi.plugin.MPIPlugin"
@@ -40,5 +38,7 @@ def registration_env(environ=os.environ) -> dict:
 
 def init_ray(**ray_init_kwargs):
     """`ray.init(**ray_init_kwargs)` with the `mpi` runtime env registered in the Ray it starts."""
+    import ray
+
     os.environ.update(registration_env())
     return ray.init(**ray_init_kwargs)

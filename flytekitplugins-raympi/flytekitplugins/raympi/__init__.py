@@ -1,7 +1,6 @@
 """Flyte tasks that run as MPI jobs (mpi4py, Horovod) on Ray: `@task(task_config=RayMPIJob(...))`."""
 
-from .config import CleanPodPolicy, Launcher, RayMPIJob, RestartPolicy, RunPolicy, Worker
-from .launch import ActiveDeadlineExceeded
+from .config import ActiveDeadlineExceeded, CleanPodPolicy, Launcher, RayMPIJob, RestartPolicy, RunPolicy, Worker
 from .task import RayMPIFunctionTask
 
 __all__ = [

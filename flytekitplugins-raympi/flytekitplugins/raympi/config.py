@@ -52,6 +52,10 @@ class RunPolicy:
     backoff_limit: Optional[StrictInt] = Field(default=None, ge=0)
 
 
+class ActiveDeadlineExceeded(TimeoutError):
+    """The job ran longer than `RunPolicy.active_deadline_seconds` (or the task's timeout) and was stopped."""
+
+
 @dataclass(config=_STRICT)
 class Launcher:
     """The Ray head, where the task's entrypoint runs (not an MPI rank). `command` is not supported:

@@ -20,17 +20,13 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 import raympi
 
 from . import blobs
-from .config import RayMPIJob
+from .config import ActiveDeadlineExceeded, RayMPIJob
 from .ranks import PEER_ENTRY, Assignment, literals_from_bytes, literals_to_bytes, run_rank0
 
 # A failed MPI world is not retried by Ray: Flyte's `retries` decide that.
 _RANK0 = ray.remote(max_retries=0)(run_rank0)
 # The embedded local Ray's CPU count, or None when connected to a cluster (or not at all).
 _embedded_cpus: Optional[int] = None
-
-
-class ActiveDeadlineExceeded(TimeoutError):
-    pass
 
 
 def run(task, ctx: FlyteContext, inputs: LiteralMap) -> LiteralMap:

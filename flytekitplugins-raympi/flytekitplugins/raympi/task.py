@@ -8,7 +8,6 @@ from flytekit.core.context_manager import FlyteContext
 from flytekit.extend import TaskPlugins
 from flytekit.models.literals import LiteralMap
 
-from . import launch
 from .config import RayMPIJob
 from .spec import ray_job_custom
 
@@ -24,6 +23,8 @@ class RayMPIFunctionTask(PythonFunctionTask[RayMPIJob]):
 
     def dispatch_execute(self, ctx: FlyteContext, input_literal_map: LiteralMap) -> LiteralMap:
         """Run as rank 0 of an MPI world on Ray, which executes the task the way flytekit would."""
+        from . import launch  # imports Ray: flytekit imports this module on every rank, which need none
+
         return launch.run(self, ctx, input_literal_map)
 
 

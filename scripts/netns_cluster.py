@@ -6,8 +6,10 @@ all nodes), UTS (hostname = node name) and PID (killing the node's init kills ev
 The venv and the repository are shared. Cluster `rmpi<k>` uses 10.213.<k>.0/24: the bridge
 (host side) is .1, the head .2, worker i .(2+i). Its nodes are `rmpi<k>-head`, `rmpi<k>-w<i>`.
 
-    python tests/netns_cluster.py up [--workers 2] [--slots 2]   # leaves a cluster running
-    python tests/netns_cluster.py down [NAME ...]                 # default: clusters whose creator is gone
+    python scripts/netns_cluster.py up [--workers 2] [--slots 2]   # leaves a cluster running
+    python scripts/netns_cluster.py down [NAME ...]                 # default: clusters whose creator is gone
+
+In Python: `with start(workers, slots) as cluster:`, then `cluster.driver(code)` runs a Ray driver on the head.
 """
 
 import argparse
@@ -20,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -38,6 +41,15 @@ DASHBOARD_PORT = 8265
 # machine, more time before it.
 FIXED_PORTS = ["--runtime-env-agent-port", "52367"]
 VENV_BIN = Path(sys.prefix) / "bin"
+RESULT_ENV = "NETNS_CLUSTER_RESULT"
+# Prepended to a driver's code: a driver's stdout also carries its Ray workers' output, in any order.
+EMIT = f"""
+def emit(value):
+    \"\"\"Hand `value` (JSON) back to Driver.result().\"\"\"
+    import json, os
+    with open(os.environ[{RESULT_ENV!r}], "w") as f:
+        json.dump(value, f)
+"""
 
 
 class ClusterError(RuntimeError):
@@ -60,10 +72,12 @@ class Node:
 class Cluster:
     """A running cluster; `stop()` (or leaving the `with` block) removes all of it."""
 
-    def __init__(self, name: str, nodes: list):
+    def __init__(self, name: str, nodes: list, env: dict):
         self.name = name
         self.nodes = nodes
         self.head, *self.workers = nodes
+        self.env = env  # the environment Ray runs in on every node
+        self._drivers = 0
 
     @property
     def address(self) -> str:
@@ -74,17 +88,20 @@ class Cluster:
         """Dashboard and job submission server, reachable from the host over the bridge."""
         return f"http://{self.head.ip}:{DASHBOARD_PORT}"
 
-    def enter(self, node: Node) -> list:
-        """The argv prefix that runs a command inside `node`'s namespaces, in the current directory
-        (which must exist there: not under /tmp); the command dies with the nsenter process."""
-        return ["nsenter", "-t", str(node.init_pid), "-n", "-m", "-u", "-p", f"--wd={os.getcwd()}",
+    def enter(self, node: Node, cwd=None) -> list:
+        """The argv prefix that runs a command inside `node`'s namespaces, in `cwd` or else the current
+        directory (which must exist there: not under /tmp); the command dies with the nsenter process."""
+        return ["nsenter", "-t", str(node.init_pid), "-n", "-m", "-u", "-p", f"--wd={cwd or os.getcwd()}",
                 "setpriv", "--pdeathsig", "KILL", "--"]
 
-    def run(self, node: Node, argv: list, env=None, **kwargs) -> subprocess.CompletedProcess:
-        """`subprocess.run(argv, **kwargs)` inside `node`, in the node's environment plus this
-        cluster's RAY_ADDRESS plus `env`."""
-        full_env = {**node_env(), "RAY_ADDRESS": self.address, **(env or {})}
-        return subprocess.run(self.enter(node) + list(argv), env=full_env, **kwargs)
+    def driver(self, code: str, cwd=None) -> "Driver":
+        """Start Python `code` (dedented) on the head as a Ray driver of this cluster, in the nodes'
+        environment, in `cwd` (first on its sys.path); `emit(value)` in the code hands back a result."""
+        self._drivers += 1
+        result = state_dir(self.name) / f"driver-{self._drivers}.json"  # /run is shared by the nodes
+        env = {**self.env, "RAY_ADDRESS": self.address, RESULT_ENV: str(result)}
+        argv = self.enter(self.head, cwd) + [sys.executable, "-c", EMIT + textwrap.dedent(code)]
+        return Driver(self, argv, result, env)
 
     def node_states(self) -> dict:
         """{node IP: "ALIVE" | "DEAD"} as Ray's GCS sees it (a live entry wins over a dead one)."""
@@ -148,9 +165,31 @@ class Cluster:
         self.stop()
 
 
-def start(workers: int = 2, slots: int = 2, object_store_mb: int = 100, timeout: float = 240) -> Cluster:
+class Driver(subprocess.Popen):
+    """A Ray driver on a cluster's head (`Cluster.driver`): a Popen with text stdout and stderr piped."""
+
+    def __init__(self, cluster: Cluster, argv: list, result: Path, env: dict):
+        super().__init__(argv, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._cluster, self._result = cluster, result
+
+    def result(self, timeout: float):
+        """Wait for the driver to exit 0, then return what it emitted; or raise ClusterError with its
+        stderr and the cluster's logs."""
+        try:
+            _, err = self.communicate(timeout=timeout)
+        finally:
+            self.kill()
+        if self.returncode != 0 or not self._result.exists():
+            how = "" if self.returncode else " without calling emit()"
+            raise ClusterError(f"the driver exited with {self.returncode}{how}:\n{err[-5000:]}\n{self._cluster.logs()}")
+        return json.loads(self._result.read_text())
+
+
+def start(workers: int = 2, slots: int = 2, object_store_mb: int = 100, timeout: float = 240,
+          env: dict = None) -> Cluster:
     """Bring up a head (no CPUs) and `workers` nodes of `slots` CPUs each; return once Ray sees
-    them all alive, or raise ClusterError (with the nodes' logs) within `timeout` seconds."""
+    them all alive, or raise ClusterError (with the nodes' logs) within `timeout` seconds. Ray and
+    the drivers run in `node_env(env)`."""
     if os.geteuid() != 0:
         raise ClusterError("a network-namespace cluster needs root (ip netns, unshare, mount)")
     deadline = time.monotonic() + timeout
@@ -166,7 +205,7 @@ def start(workers: int = 2, slots: int = 2, object_store_mb: int = 100, timeout:
         ips = {n: f"{subnet}.{i}" for i, n in enumerate(["head"] + [f"w{i}" for i in range(1, workers + 1)], 2)}
         hosts = state_dir(name) / "hosts"
         hosts.write_text("127.0.0.1 localhost\n" + "".join(f"{ip} {name}-{n}\n" for n, ip in ips.items()))
-        cluster = Cluster(name, [add_node(name, n, ip, hosts) for n, ip in ips.items()])
+        cluster = Cluster(name, [add_node(name, n, ip, hosts) for n, ip in ips.items()], node_env(env))
         common = ["--node-ip-address", "{ip}", "--object-store-memory", str(object_store_mb << 20),
                   "--disable-usage-stats", *FIXED_PORTS]
         start_ray(cluster, cluster.head, deadline, common + [
@@ -224,7 +263,7 @@ def start_ray(cluster: Cluster, node: Node, deadline: float, args: list, attempt
         with open(state_dir(cluster.name) / f"{node.name}.log", "ab") as log:
             log.write(f"--- {' '.join(argv)} (attempt {attempt})\n".encode())
             log.flush()
-            proc = subprocess.Popen(argv, env=node_env(), stdout=log, stderr=log)
+            proc = subprocess.Popen(argv, env=cluster.env, stdout=log, stderr=log)
         with suppress(subprocess.TimeoutExpired):
             if proc.wait(timeout=max(0.0, deadline - time.monotonic())) == 0:
                 return
@@ -245,11 +284,12 @@ def kill_all_but_init(node: Node) -> None:
     kill_until_gone(others, f"processes of {node.netns}")
 
 
-def node_env() -> dict:
-    """The environment of a node: the mpi runtime env registered, the venv first on PATH."""
+def node_env(changes: dict = None) -> dict:
+    """The environment of a node: this process's with `changes` (a None value removes the variable),
+    the mpi runtime env registered, the venv first on PATH."""
     from raympi.registration import registration_env
 
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env = {k: v for k, v in {**os.environ, "RAY_ADDRESS": None, **(changes or {})}.items() if v is not None}
     env.update(registration_env(env))
     env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '')}"
     env.setdefault("RAY_AUTH_MODE", "disabled")
