@@ -76,6 +76,7 @@ class Session:
         # Ranks started by mpirun, by Ray or by a subprocess import the bodies from here.
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
         raympi.init_ray(num_cpus=ray_cpus, include_dashboard=False, logging_level=logging.WARNING)
+        _remove_dead_mpiruns_session_dirs()
         self.samples: dict[str, list[Sample]] = {}
         self._previous: tuple[Sample, list] | None = None  # the last run, and its (pid, start time)s
 
@@ -130,3 +131,13 @@ class Session:
                 sample.left_running += 1
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+        _remove_dead_mpiruns_session_dirs()
+
+
+def _remove_dead_mpiruns_session_dirs() -> None:
+    """A killed mpirun leaves <tmpdir>/ompi.<pid>; plain mpirun, given that pid later, would stop at once
+    (RayMPIJob's launch removes its own: see raympi.command)."""
+    for session_dir in Path(tempfile.gettempdir()).glob("ompi.*"):
+        pid = session_dir.name.partition(".")[2]
+        if pid.isdigit() and not Path("/proc", pid).exists():
+            shutil.rmtree(session_dir, ignore_errors=True)

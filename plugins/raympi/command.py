@@ -43,7 +43,8 @@ def find_mpirun(python: str = sys.executable) -> str:
 
 
 def mpirun_command(config: MPIConfig, python: str = sys.executable, *mpirun_flags: str) -> List[str]:
-    """`mpirun <placement> <binding> <args> <mpirun_flags> <python> -m raympi.runner ...`; Ray appends its worker's argv.
+    """`<launch shell> mpirun <placement> <binding> <args> <mpirun_flags> <python> -m raympi.runner ...`; Ray
+    appends its worker's argv.
 
     --enable-recovery keeps the world up when a peer exits, so rank 0 can report that peer's failure
     to the caller before the world ends; Open MPI refuses root unless told, and under a Ray worker
