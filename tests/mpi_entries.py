@@ -6,7 +6,6 @@ Ray workers import this module by name: the tests put this folder on their PYTHO
 import os
 import signal
 import socket
-import threading
 import time
 
 from mpi4py import MPI
@@ -46,8 +45,6 @@ def describe() -> dict:
         "mpirun": os.getppid(),
         "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "cpus": sorted(os.sched_getaffinity(0)),
-        "nice": os.getpriority(os.PRIO_PROCESS, threading.get_native_id()),  # of this thread (Linux)
-        "omp": os.environ.get("OMP_NUM_THREADS"),
     }
 
 

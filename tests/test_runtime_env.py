@@ -98,15 +98,6 @@ def test_ranks_are_not_pinned_unless_the_args_pin_them():
     assert first and second and not first & second, "a core of its own for each rank"
 
 
-def test_rank0_runs_at_the_priority_and_thread_count_of_its_peers():
-    """Ray renices its workers and sets their OMP_NUM_THREADS to the task's CPUs; mpirun's ranks get neither.
-    A rank behind its peers slows every collective."""
-    ranks = ray.get(report_ranks.remote(), timeout=120)
-    assert {(r["nice"], r["omp"]) for r in ranks} == {(os.getpriority(os.PRIO_PROCESS, 0), "1")}
-    mine = report_ranks.options(runtime_env={**mpi_env(3, "report_worker"), "env_vars": {"OMP_NUM_THREADS": "2"}})
-    assert [r["omp"] for r in ray.get(mine.remote(), timeout=120)] == ["2", "2", "2"], "a thread count set wins"
-
-
 def test_more_ranks_reserved_than_the_node_has_cores_run():
     """A Ray node may offer more CPUs than it has cores (ray start --num-cpus): what Ray reserved runs."""
     from ray.util.placement_group import placement_group, remove_placement_group
