@@ -6,6 +6,7 @@ Ray workers import this module by name: the tests put this folder on their PYTHO
 import os
 import signal
 import socket
+import threading
 import time
 
 from mpi4py import MPI
@@ -45,6 +46,8 @@ def describe() -> dict:
         "mpirun": os.getppid(),
         "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "cpus": sorted(os.sched_getaffinity(0)),
+        "nice": os.getpriority(os.PRIO_PROCESS, threading.get_native_id()),  # of this thread (Linux)
+        "omp": os.environ.get("OMP_NUM_THREADS"),
     }
 
 
@@ -77,6 +80,23 @@ def failing_worker():
     if comm.rank == failing_rank:
         fail(mode, path)
     comm.barrier()
+
+
+def fail_beside_frozen_rank0(path: "str | None" = None) -> None:
+    """Rank 0 blocks in an MPI call that holds the GIL (mpi4py's first reduction on a new communicator
+    duplicates it until every rank joins); rank 1 raises once it has."""
+    comm = MPI.COMM_WORLD
+    path = comm.bcast(path, root=0)
+    record_pids(path)
+    fresh = comm.Dup()
+    if comm.rank == 0:
+        open(f"{path}.frozen", "w").close()
+        fresh.allreduce(0)
+    else:
+        while not os.path.exists(f"{path}.frozen"):
+            time.sleep(0.1)
+        time.sleep(1)
+        fail("raise", path)
 
 
 def noisy_worker():

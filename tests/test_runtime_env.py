@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 import ray
-from ray.exceptions import RayTaskError, RuntimeEnvSetupError
+from ray.exceptions import RayTaskError, RuntimeEnvSetupError, WorkerCrashedError
 
 from conftest import TESTS_DIR, recorded_pids, seconds_since_failure, wait_until_gone
 import raympi
 from raympi import MPIRankError, MPIWorldError, mpi_init
 from raympi.command import find_mpirun
+from raympi.peer import RANK0_SILENCE_LIMIT_S
 
 pytestmark = pytest.mark.usefixtures("local_ray")
 
@@ -96,6 +97,15 @@ def test_ranks_are_not_pinned_unless_the_args_pin_them():
     pinned = two_ranks("--bind-to", "core")
     first, second = (set(r["cpus"]) for r in ray.get(pinned.remote(), timeout=120))
     assert first and second and not first & second, "a core of its own for each rank"
+
+
+def test_rank0_runs_at_the_priority_and_thread_count_of_its_peers():
+    """Ray renices its workers and sets their OMP_NUM_THREADS to the task's CPUs; mpirun's ranks get neither.
+    A rank behind its peers slows every collective."""
+    ranks = ray.get(report_ranks.remote(), timeout=120)
+    assert {(r["nice"], r["omp"]) for r in ranks} == {(os.getpriority(os.PRIO_PROCESS, 0), "1")}
+    mine = report_ranks.options(runtime_env={**mpi_env(3, "report_worker"), "env_vars": {"OMP_NUM_THREADS": "2"}})
+    assert [r["omp"] for r in ray.get(mine.remote(), timeout=120)] == ["2", "2", "2"], "a thread count set wins"
 
 
 def test_more_ranks_reserved_than_the_node_has_cores_run():
@@ -227,6 +237,23 @@ def test_peer_that_dies_fails_the_call(tmp_path, mode):
     error = run_failing(tmp_path, 1, mode)
     assert "MPI rank 1" in str(error)
     assert "exited before it finished" in str(error)
+
+
+@ray.remote(runtime_env=mpi_env(2, "fail_beside_frozen_rank0"), max_retries=0)
+def freeze_rank0(path: str):
+    mpi_init()
+    import mpi_entries
+
+    mpi_entries.fail_beside_frozen_rank0(path)
+
+
+def test_a_peer_that_raises_while_rank0_is_frozen_ends_the_world(tmp_path):
+    """Rank 0 cannot hear of a failure while an MPI call holds its GIL: the failed peer ends the world."""
+    pids_file = tmp_path / "pids"
+    with pytest.raises(WorkerCrashedError):
+        ray.get(freeze_rank0.remote(str(pids_file)), timeout=120)
+    assert seconds_since_failure(pids_file) >= RANK0_SILENCE_LIMIT_S, "rank 0 heard of it: tests nothing"
+    assert wait_until_gone(recorded_pids(pids_file)) == set(), "MPI processes outlived the failed world"
 
 
 def test_rank0_that_raises_fails_the_call_and_ends_the_world(tmp_path):

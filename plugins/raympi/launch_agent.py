@@ -19,7 +19,7 @@ import sys
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from raympi.command import DAEMON_RUNTIME_ENV, RAY_ADDRESS_VAR
+from raympi.command import DAEMON_RUNTIME_ENV, RANK_ENV, RAY_ADDRESS_VAR
 
 _PR_SET_PDEATHSIG = 1
 
@@ -47,10 +47,13 @@ def node_id(ip: str) -> str:
 def main(argv) -> int:
     host, command = argv[0], " ".join(argv[1:])
     ray.init(address=os.environ[RAY_ADDRESS_VAR], logging_level=logging.WARNING)
+    runtime_env = json.loads(os.environ.get(DAEMON_RUNTIME_ENV) or "{}")
+    # The daemon's ranks inherit its worker's niceness and threads: make them those of rank 0's node.
+    runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **{name: os.environ[name] for name in RANK_ENV}}
     daemon = run_daemon.options(
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id(host), soft=False),
         name=f"MPI daemon on {host}",
-        runtime_env=json.loads(os.environ.get(DAEMON_RUNTIME_ENV) or "{}"),
+        runtime_env=runtime_env,
     ).remote(command)
 
     def stop(signum, _frame):

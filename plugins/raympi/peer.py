@@ -1,35 +1,43 @@
-"""What ranks 1..N-1 run under mpirun: wait for rank 0's go, run the worker entry, report."""
+"""What ranks 1..N-1 run under mpirun: wait for rank 0's go, run the worker entry, report.
+
+A peer never ends the world on its own: Open MPI aborts rank 0 when a peer exits with an error, which
+would race the report rank 0 is sending to its caller. A peer reports, then exits with status 0 when
+rank 0 says so or closes the channel."""
 
 import importlib
 import os
+import queue
 import socket
 import sys
 import threading
+import time
 import traceback
 
 from .channel import Channel
+
+# How long a failed peer waits for rank 0 to end the world. Rank 0 is silent only when frozen (an MPI call
+# holding the GIL); the peer then exits with an error, and mpirun ends the world.
+RANK0_SILENCE_LIMIT_S = 30.0
 
 
 def run(rank: int, rank0_address: tuple, worker_entry: str) -> None:
     channel = Channel.connect(rank0_address)
     channel.send(("hello", rank, socket.gethostname(), os.getpid()))
     output = [OutputForwarder(fd, name, channel) for fd, name in ((1, "stdout"), (2, "stderr"))]
+    go = queue.Queue()
+    threading.Thread(target=_follow_rank0, args=(channel, go), name="raympi-control", daemon=True).start()
     try:
         entry = import_entry(worker_entry)
-        message = channel.receive()
-        if message is None or message[0] != "go":
-            os._exit(1)
-        os.environ.update(message[1])
-        threading.Thread(target=_exit_when_told, args=(channel,), name="raympi-control", daemon=True).start()
+        os.environ.update(go.get())
         entry()
     except BaseException as error:  # noqa: B036 -- every failure, SystemExit included, is reported
         report = ("failed", f"raised {type(error).__name__}: {error}", traceback.format_exc())
         _drain(output)
         channel.send(report)
+        time.sleep(RANK0_SILENCE_LIMIT_S)
         os._exit(1)
     _drain(output)
     channel.send(("done",))
-    # The control thread ends this process when rank 0 closes the channel at the end of the world.
     threading.Event().wait()
 
 
@@ -39,10 +47,12 @@ def import_entry(worker_entry: str):
     return getattr(importlib.import_module(module_name), function_name)
 
 
-def _exit_when_told(channel: Channel) -> None:
-    """Rank 0 said exit (a rank failed), or closed the channel (the world ended): end at once."""
-    message = channel.receive()
-    os._exit(1 if message is not None else 0)
+def _follow_rank0(channel: Channel, go: queue.Queue) -> None:
+    """Hand rank 0's go (the env to run with) to the main thread; end this process at once when rank 0 says
+    exit (a rank failed) or closes the channel (the world ended)."""
+    while (message := channel.receive()) is not None and message[0] == "go":
+        go.put(message[1])
+    os._exit(0)
 
 
 def _drain(output) -> None:

@@ -16,6 +16,9 @@ def main(argv) -> None:
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD
+    # mpi4py's first reduction of Python objects on a communicator duplicates it while holding the GIL, until
+    # every rank has joined. In rank 0's body, a peer that failed first would freeze rank 0's supervision.
+    comm.allreduce(0)
     if comm.rank == 0:
         from . import rank0
         from .supervisor import Supervisor

@@ -2,6 +2,7 @@
 the Flyte backend and KubeRay run them. This folder is the job's working_dir, as a task image's code is."""
 
 import os
+import threading
 from pathlib import Path
 from typing import List, Tuple
 
@@ -18,7 +19,8 @@ def node_ips() -> str:
 
 
 def report_world(x: int, fail_on_rank: int) -> Tuple[List[str], FlyteFile]:
-    """Each rank reports "rank/size ips pid total"; rank 0 also writes the report to a file it returns."""
+    """Each rank reports "rank/size ips pid total niceness OMP_NUM_THREADS"; rank 0 also writes the report to
+    a file it returns."""
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD
@@ -26,7 +28,9 @@ def report_world(x: int, fail_on_rank: int) -> Tuple[List[str], FlyteFile]:
     if comm.rank == fail_on_rank:
         raise RuntimeError(f"rank {comm.rank} failed on purpose")
     total = comm.allreduce((comm.rank + 1) * x)
-    rows = comm.gather(f"{comm.rank}/{comm.size} {node_ips()} {os.getpid()} {total}", root=0)
+    nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())  # this thread's (Linux)
+    rows = comm.gather(f"{comm.rank}/{comm.size} {node_ips()} {os.getpid()} {total} {nice} "
+                       f"{os.environ.get('OMP_NUM_THREADS')}", root=0)
     report = Path(current_context().working_directory) / "report.txt"
     if comm.rank == 0:
         report.write_text("\n".join(rows) + "\n")
