@@ -247,13 +247,19 @@ def freeze_rank0(path: str):
     mpi_entries.fail_beside_frozen_rank0(path)
 
 
-def test_a_peer_that_raises_while_rank0_is_frozen_ends_the_world(tmp_path):
-    """Rank 0 cannot hear of a failure while an MPI call holds its GIL: the failed peer ends the world."""
+def test_a_peer_that_raises_while_rank0_is_frozen_ends_the_world(tmp_path, capfd):
+    """Rank 0 cannot hear of a failure while an MPI call holds its GIL: the failed peer ends the world, and
+    its error reaches the driver's console through the worker's log."""
     pids_file = tmp_path / "pids"
     with pytest.raises(WorkerCrashedError):
         ray.get(freeze_rank0.remote(str(pids_file)), timeout=120)
     assert seconds_since_failure(pids_file) >= RANK0_SILENCE_LIMIT_S, "rank 0 heard of it: tests nothing"
     assert wait_until_gone(recorded_pids(pids_file)) == set(), "MPI processes outlived the failed world"
+    console, deadline = "", time.monotonic() + 30
+    while "ValueError: rank 1 was told to fail" not in console and time.monotonic() < deadline:
+        time.sleep(0.5)
+        console += "".join(capfd.readouterr())
+    assert "MPI rank 1 (pid" in console and "ValueError: rank 1 was told to fail" in console
 
 
 def test_rank0_that_raises_fails_the_call_and_ends_the_world(tmp_path):

@@ -14,6 +14,7 @@ import time
 import traceback
 
 from .channel import Channel
+from .errors import MPIRankError
 
 # How long a failed peer waits for rank 0 to end the world. Rank 0 is silent only when frozen (an MPI call
 # holding the GIL); the peer then exits with an error, and mpirun ends the world.
@@ -35,6 +36,8 @@ def run(rank: int, rank0_address: tuple, worker_entry: str) -> None:
         _drain(output)
         channel.send(report)
         time.sleep(RANK0_SILENCE_LIMIT_S)
+        # Rank 0 will not report it: this rank's own stderr (mpirun's, the Ray worker's log) does.
+        print(MPIRankError(rank, socket.gethostname(), os.getpid(), *report[1:]), file=sys.stderr, flush=True)
         os._exit(1)
     _drain(output)
     channel.send(("done",))
@@ -66,6 +69,7 @@ class OutputForwarder:
     """Sends what this process writes to `fd` to rank 0, which prints it tagged with the rank."""
 
     def __init__(self, fd: int, name: str, channel: Channel):
+        self._original = os.dup(fd)
         read_end, write_end = os.pipe()
         os.dup2(write_end, fd)
         os.close(write_end)
@@ -86,8 +90,6 @@ class OutputForwarder:
         self._channel.send(("output", self._name, data.decode(errors="replace")))
 
     def drain(self) -> None:
-        """Close our end of the pipe and wait until everything written so far was sent."""
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, self._fd)
-        os.close(devnull)
+        """Point `fd` back where it was (mpirun), closing the pipe, and wait until all written to it was sent."""
+        os.dup2(self._original, self._fd)
         self._thread.join(timeout=10)
