@@ -255,17 +255,24 @@ def test_a_peer_that_raises_while_rank0_is_frozen_ends_the_world(tmp_path, capfd
         ray.get(freeze_rank0.remote(str(pids_file)), timeout=120)
     assert seconds_since_failure(pids_file) >= RANK0_SILENCE_LIMIT_S, "rank 0 heard of it: tests nothing"
     assert wait_until_gone(recorded_pids(pids_file)) == set(), "MPI processes outlived the failed world"
-    console, deadline = "", time.monotonic() + 30
-    while "ValueError: rank 1 was told to fail" not in console and time.monotonic() < deadline:
-        time.sleep(0.5)
-        console += "".join(capfd.readouterr())
-    assert "MPI rank 1 (pid" in console and "ValueError: rank 1 was told to fail" in console
+    wanted = ["MPI rank 1 (pid", "ValueError: rank 1 was told to fail"]
+    console = console_until(capfd, wanted)
+    assert all(w in console for w in wanted), console
 
 
 def test_rank0_that_raises_fails_the_call_and_ends_the_world(tmp_path):
     error = run_failing(tmp_path, 0, "raise")
     assert isinstance(error.as_instanceof_cause(), ValueError)
     assert "rank 0 was told to fail" in str(error)
+
+
+def console_until(capfd, wanted, within: float = 30.0) -> str:
+    """What the driver printed (Ray forwards workers' logs a moment later), once all of `wanted` is in it."""
+    seen, deadline = "", time.monotonic() + within
+    while time.monotonic() < deadline and not all(w in seen for w in wanted):
+        time.sleep(0.5)
+        seen += "".join(capfd.readouterr())
+    return seen
 
 
 def test_peer_output_reaches_the_driver_tagged_with_its_rank(capfd):
@@ -278,12 +285,7 @@ def test_peer_output_reaches_the_driver_tagged_with_its_rank(capfd):
 
     ray.get(noisy.remote(), timeout=120)
     wanted = [f"[rank {r}] hello from {s} of {r}" for r in (1, 2) for s in ("stdout", "stderr")]
-    deadline = time.monotonic() + 15
-    seen = ""
-    while time.monotonic() < deadline and not all(w in seen for w in wanted):
-        time.sleep(0.5)
-        captured = capfd.readouterr()
-        seen += captured.out + captured.err
+    seen = console_until(capfd, wanted)
     assert all(w in seen for w in wanted), seen
 
 

@@ -1,8 +1,8 @@
 """What ranks 1..N-1 run under mpirun: wait for rank 0's go, run the worker entry, report.
 
-A peer never ends the world on its own: Open MPI aborts rank 0 when a peer exits with an error, which
-would race the report rank 0 is sending to its caller. A peer reports, then exits with status 0 when
-rank 0 says so or closes the channel."""
+Rank 0 ends the world. Open MPI aborts rank 0 when a peer exits with an error, which would race the report
+rank 0 sends its caller, so a peer reports, then exits with status 0 when rank 0 says so or closes the
+channel. Only when rank 0 stays silent (frozen) does a failed peer exit with an error of its own."""
 
 import importlib
 import os
