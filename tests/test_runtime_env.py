@@ -247,6 +247,15 @@ def freeze_rank0(path: str):
     mpi_entries.fail_beside_frozen_rank0(path)
 
 
+def console_until(capfd, wanted, within: float = 30.0) -> str:
+    """What the driver printed (Ray forwards workers' logs a moment later), once all of `wanted` is in it."""
+    seen, deadline = "", time.monotonic() + within
+    while time.monotonic() < deadline and not all(w in seen for w in wanted):
+        time.sleep(0.5)
+        seen += "".join(capfd.readouterr())
+    return seen
+
+
 def test_a_peer_that_raises_while_rank0_is_frozen_ends_the_world(tmp_path, capfd):
     """Rank 0 cannot hear of a failure while an MPI call holds its GIL: the failed peer ends the world, and
     its error reaches the driver's console through the worker's log."""
@@ -264,15 +273,6 @@ def test_rank0_that_raises_fails_the_call_and_ends_the_world(tmp_path):
     error = run_failing(tmp_path, 0, "raise")
     assert isinstance(error.as_instanceof_cause(), ValueError)
     assert "rank 0 was told to fail" in str(error)
-
-
-def console_until(capfd, wanted, within: float = 30.0) -> str:
-    """What the driver printed (Ray forwards workers' logs a moment later), once all of `wanted` is in it."""
-    seen, deadline = "", time.monotonic() + within
-    while time.monotonic() < deadline and not all(w in seen for w in wanted):
-        time.sleep(0.5)
-        seen += "".join(capfd.readouterr())
-    return seen
 
 
 def test_peer_output_reaches_the_driver_tagged_with_its_rank(capfd):

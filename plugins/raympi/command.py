@@ -18,12 +18,12 @@ DAEMON_RUNTIME_ENV = "RAYMPI_DAEMON_RUNTIME_ENV"
 # of the node's slots): one rank at another priority or thread count than its peers slows every
 # collective (Horovod's step: 1263 vs 18687 images/s on 2 cores). One thread per rank, as Ray gives a
 # 1-CPU task, unless OMP_NUM_THREADS is set already.
-RANK_ENV = ("RAY_worker_niceness", "OMP_NUM_THREADS")
-# The launch is a shell that sets RANK_ENV, then becomes mpirun (the same pid, as Ray expects). Before
+RANK_ENV = {"RAY_worker_niceness": "0", "OMP_NUM_THREADS": "${OMP_NUM_THREADS:-1}"}  # name: shell value
+# The launch is a shell that exports RANK_ENV, then becomes mpirun (the same pid, as Ray expects). Before
 # that, it removes the session directory a killed mpirun of its pid may have left behind,
 # <tmpdir>/ompi.<pid>: Open MPI would stop at once ("The PMIx server's listener thread failed to start").
-_LAUNCH = ["/bin/sh", "-c", 'export RAY_worker_niceness=0 OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"; '
-           'rm -rf "${TMPDIR:-${TEMP:-${TMP:-/tmp}}}/ompi.$$"; exec "$@"', "sh"]
+_LAUNCH = ["/bin/sh", "-c", "export " + " ".join(f'{name}="{value}"' for name, value in RANK_ENV.items())
+           + '; rm -rf "${TMPDIR:-${TEMP:-${TMP:-/tmp}}}/ompi.$$"; exec "$@"', "sh"]
 
 
 class MPIRunNotFound(FileNotFoundError):
