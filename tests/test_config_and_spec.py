@@ -45,6 +45,11 @@ def pod(container: str, **extra) -> dict:
     return {"podSpec": {"containers": [{"name": container, "env": PLUGIN_ENV, **extra}]}}
 
 
+def both(**quantities) -> dict:
+    """Requests and limits alike: a key given on one side is set on both."""
+    return {"requests": quantities, "limits": quantities}
+
+
 def expected(workers: int, start: dict, worker_pod: dict = None, head_pod: dict = None, **job) -> dict:
     return {
         "rayCluster": {
@@ -75,10 +80,34 @@ CASES = {
         expected(
             2,
             {"num-cpus": "2"},
-            worker_pod=pod("ray-worker", resources={"requests": {"cpu": "2", "memory": "4Gi"},
-                                                     "limits": {"cpu": "2", "memory": "4Gi"}}),
-            head_pod=pod("ray-head", resources={"requests": {"cpu": "1", "memory": "1Gi"}}),
+            worker_pod=pod("ray-worker", resources=both(cpu="2", memory="4Gi")),
+            head_pod=pod("ray-head", resources=both(cpu="1", memory="1Gi")),
         ),
+    ),
+    "a request on one side, a limit on the other": (
+        RayMPIJob(launcher=Launcher(limits=Resources(mem="2Gi")),
+                  worker=Worker(requests=Resources(cpu="2", ephemeral_storage="10Gi"),
+                                limits=Resources(cpu="3", mem="4Gi")), slots=2),
+        expected(
+            1,
+            {"num-cpus": "2"},
+            worker_pod=pod("ray-worker", resources={
+                "requests": {"cpu": "2", "memory": "4Gi", "ephemeral-storage": "10Gi"},
+                "limits": {"cpu": "3", "memory": "4Gi", "ephemeral-storage": "10Gi"}}),
+            head_pod=pod("ray-head", resources=both(memory="2Gi")),
+        ),
+    ),
+    "a TTL implies shutdown": (
+        RayMPIJob(ttl_seconds_after_finished=60),
+        expected(1, {"num-cpus": "1"}, shutdownAfterJobFinishes=True, ttlSecondsAfterFinished=60),
+    ),
+    "shutdown without a TTL: at once": (
+        RayMPIJob(shutdown_after_job_finishes=True),
+        expected(1, {"num-cpus": "1"}, shutdownAfterJobFinishes=True),
+    ),
+    "MPIJob's NONE with a TTL: deleted after the TTL": (
+        RayMPIJob(run_policy=RunPolicy(clean_pod_policy=CleanPodPolicy.NONE, ttl_seconds_after_finished=30)),
+        expected(1, {"num-cpus": "1"}, shutdownAfterJobFinishes=True, ttlSecondsAfterFinished=30),
     ),
     "old spelling, 4 workers x 8 slots": (
         RayMPIJob(num_workers=4, num_launcher_replicas=1, slots=8),
@@ -96,7 +125,7 @@ CASES = {
         expected(
             3,
             {"num-gpus": "2"},
-            worker_pod=pod("ray-worker", image="ghcr.io/acme/gpu:1", resources={"limits": {"nvidia.com/gpu": "2"}}),
+            worker_pod=pod("ray-worker", image="ghcr.io/acme/gpu:1", resources=both(**{"nvidia.com/gpu": "2"})),
             head_pod=pod("ray-head", image="ghcr.io/acme/head:1"),
             runtimeEnvYaml="env_vars:\n  A: '1'\npip:\n- numpy\n",
             shutdownAfterJobFinishes=True,
@@ -147,6 +176,22 @@ def test_every_size_parses_back_as_a_ray_job(workers, slots, gpu):
         (lambda: Worker(command=["python", "x.py"]), "command", "not supported"),
         (lambda: RunPolicy(active_deadline_seconds=0), "active_deadline_seconds", "greater than 0"),
         (lambda: RayMPIJob(slot=2), "slot", "Unexpected keyword argument"),
+        (lambda: RayMPIJob(worker=Worker(requests=Resources(gpu="1"), limits=Resources(gpu="2")), slots=2),
+         "worker.requests.gpu=1 but worker.limits.gpu=2", "give the GPU count once"),
+        (lambda: RayMPIJob(ttl_seconds_after_finished=60, run_policy=RunPolicy(ttl_seconds_after_finished=60)),
+         "ttl_seconds_after_finished or run_policy.ttl_seconds_after_finished", "not both"),
+        (lambda: RayMPIJob(shutdown_after_job_finishes=False, ttl_seconds_after_finished=60),
+         "shutdown_after_job_finishes=False contradicts ttl_seconds_after_finished=60", "a TTL implies shutdown"),
+        (lambda: RayMPIJob(shutdown_after_job_finishes=False,
+                           run_policy=RunPolicy(ttl_seconds_after_finished=60)),
+         "shutdown_after_job_finishes=False contradicts", "drop shutdown_after_job_finishes"),
+        (lambda: RayMPIJob(shutdown_after_job_finishes=True,
+                           run_policy=RunPolicy(clean_pod_policy=CleanPodPolicy.NONE)),
+         "shutdown_after_job_finishes=True contradicts run_policy.clean_pod_policy=NONE", "give one of them"),
+        (lambda: RayMPIJob(shutdown_after_job_finishes=False,
+                           run_policy=RunPolicy(clean_pod_policy=CleanPodPolicy.ALL)),
+         "shutdown_after_job_finishes=False contradicts run_policy.clean_pod_policy=ALL", "give one of them"),
+        (lambda: RayMPIJob(shutdown_after_job_finishes=1), "shutdown_after_job_finishes", "valid boolean"),
     ],
 )
 def test_bad_config_fails_at_decoration_naming_the_field(make, field, allowed):

@@ -4,6 +4,7 @@ Validated by pydantic when the task is decorated: a bad value fails there, namin
 it accepts.
 """
 
+import warnings
 from enum import Enum
 from typing import Annotated, Dict, List, Optional
 
@@ -33,17 +34,22 @@ class RestartPolicy(Enum):
 
 
 class CleanPodPolicy(Enum):
-    """ALL or RUNNING tear the Ray cluster down when the job finishes (RayJob shutdownAfterJobFinishes)."""
+    """ALL or RUNNING delete the Ray cluster when the job finishes (RayJob shutdownAfterJobFinishes); NONE asks
+    to keep it, which only the Flyte backend's own configuration can grant (see `RayMPIJob`)."""
 
     NONE = "None"
     ALL = "All"
     RUNNING = "Running"
 
 
+_DELETES = (CleanPodPolicy.ALL, CleanPodPolicy.RUNNING)
+
+
 @dataclass(config=_STRICT)
 class RunPolicy:
     """As in MPIJob. `active_deadline_seconds` is enforced by the plugin at run time (RayJob has no such
-    field); `ttl_seconds_after_finished` maps to the RayJob's; `backoff_limit` is Flyte's job: use
+    field); `ttl_seconds_after_finished` deletes the Ray cluster that long after the job, whatever
+    `clean_pod_policy` says (as the MPI Operator deletes the job); `backoff_limit` is Flyte's job: use
     `@task(retries=...)`."""
 
     clean_pod_policy: Optional[CleanPodPolicy] = None
@@ -96,7 +102,11 @@ class RayMPIJob:
         address: an existing Ray cluster (default: RAY_ADDRESS if set, else an embedded local Ray).
         runtime_env: the Ray runtime env of the job (pip, env_vars, working_dir, ...), never "mpi".
         mpirun_args: extra mpirun arguments, passed through.
-        shutdown_after_job_finishes, ttl_seconds_after_finished: as in flytekitplugins-ray's RayJobConfig.
+        ttl_seconds_after_finished: delete the Ray cluster this many seconds after the job finishes (or
+            `run_policy.ttl_seconds_after_finished`; one spelling, not both).
+        shutdown_after_job_finishes: True deletes the cluster when the job finishes, after the TTL if one is
+            given, else at once (with its pods' logs). None (default) or False leaves it to the Flyte backend's
+            configuration (stock: deleted 3600 s after the job); False warns, as a task cannot keep its cluster.
         placement_timeout_seconds: how long to wait for Ray to reserve the world's slots before failing.
     """
 
@@ -109,7 +119,7 @@ class RayMPIJob:
     address: Optional[StrictStr] = None
     runtime_env: Optional[Dict] = None
     mpirun_args: List[StrictStr] = Field(default_factory=list)
-    shutdown_after_job_finishes: bool = False
+    shutdown_after_job_finishes: Optional[bool] = None
     ttl_seconds_after_finished: Optional[StrictInt] = Field(default=None, ge=0)
     placement_timeout_seconds: StrictInt = Field(default=600, gt=0)
 
@@ -121,6 +131,9 @@ class RayMPIJob:
                 raise ValueError(f"give either {old} or {new}, not both ({new} is the current spelling)")
         if self.runtime_env and "mpi" in self.runtime_env:
             raise ValueError("runtime_env must not hold 'mpi': RayMPIJob sets it; pass mpirun arguments as mpirun_args")
+        for name in ("launcher", "worker"):
+            _check_gpu_limit(name, getattr(self, name))
+        _check_cluster_lifetime(self)
         gpus = self.gpus_per_worker
         if gpus and gpus != self.slots:
             raise ValueError(f"slots={self.slots} but the worker requests {gpus} GPUs: with GPUs, "
@@ -145,3 +158,52 @@ class RayMPIJob:
     @property
     def active_deadline_seconds(self) -> Optional[int]:
         return self.run_policy.active_deadline_seconds if self.run_policy else None
+
+    @property
+    def cluster_ttl(self) -> Optional[int]:
+        """`ttl_seconds_after_finished` in either spelling (None: not given)."""
+        if self.ttl_seconds_after_finished is not None:
+            return self.ttl_seconds_after_finished
+        return self.run_policy.ttl_seconds_after_finished if self.run_policy else None
+
+    @property
+    def cluster_shutdown(self) -> Optional[bool]:
+        """Whether the task asks for its Ray cluster to be deleted after the job (a TTL implies it), to be kept
+        (False), or leaves it to the backend (None)."""
+        policy = self.run_policy.clean_pod_policy if self.run_policy else None
+        if self.cluster_ttl is not None:
+            return True
+        if self.shutdown_after_job_finishes is not None:
+            return self.shutdown_after_job_finishes
+        return None if policy is None else policy in _DELETES
+
+
+def _check_gpu_limit(name: str, group) -> None:
+    asked, capped = (r.gpu if r is not None else None for r in (group.requests, group.limits))
+    if asked is not None and capped is not None and int(asked) != int(capped):
+        raise ValueError(f"{name}.requests.gpu={asked} but {name}.limits.gpu={capped}: Kubernetes needs a GPU "
+                         "limit equal to its request; give the GPU count once, in requests or limits")
+
+
+def _check_cluster_lifetime(job: RayMPIJob) -> None:
+    """Refuse what the Flyte backend cannot apply as asked; warn where its own configuration decides instead
+    (flyteplugins ray.go, constructRayJob: the task's TTL counts only with its shutdown true)."""
+    policy = job.run_policy or RunPolicy()
+    if job.ttl_seconds_after_finished is not None and policy.ttl_seconds_after_finished is not None:
+        raise ValueError("give either ttl_seconds_after_finished or run_policy.ttl_seconds_after_finished, not both")
+    shutdown, clean = job.shutdown_after_job_finishes, policy.clean_pod_policy
+    if shutdown is not None and clean is not None and shutdown != (clean in _DELETES):
+        raise ValueError(f"shutdown_after_job_finishes={shutdown} contradicts run_policy.clean_pod_policy="
+                         f"{clean.name}: give one of them")
+    if shutdown is False and job.cluster_ttl is not None:
+        raise ValueError(f"shutdown_after_job_finishes=False contradicts ttl_seconds_after_finished="
+                         f"{job.cluster_ttl}: the backend applies a TTL only to a cluster it shuts down; "
+                         "drop shutdown_after_job_finishes (a TTL implies shutdown)")
+    if job.cluster_shutdown is False:
+        asked = "shutdown_after_job_finishes=False" if shutdown is False else "run_policy.clean_pod_policy=NONE"
+        warnings.warn(f"RayMPIJob({asked}) cannot keep the Ray cluster: the Flyte backend then applies its own "
+                      "plugins.ray.shutdownAfterJobFinishes and ttlSecondsAfterFinished (stock: true and 3600, so "
+                      "the cluster is deleted an hour after the job). To keep clusters, set "
+                      "plugins.ray.shutdownAfterJobFinishes: false in the backend's configuration; to choose the "
+                      "delay, give ttl_seconds_after_finished.",
+                      UserWarning)

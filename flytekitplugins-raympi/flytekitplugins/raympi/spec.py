@@ -3,6 +3,7 @@
 The head is the launcher (where `pyflyte-execute` runs as the Ray driver; it offers no CPUs, so no
 rank lands there); one worker group of `workers` pods offers `slots` CPUs (or GPUs) each; every pod
 has the `mpi` runtime env registered. Pod specs are plain dicts: no `kubernetes` package needed.
+What the backend makes of this spec (Flyte 1.16) is pinned down in tests/test_backend_conformance.py.
 """
 
 from typing import Dict, Optional
@@ -16,7 +17,7 @@ from google.protobuf.struct_pb2 import Struct
 
 from raympi.registration import PLUGIN_ENV
 
-from .config import CleanPodPolicy, RayMPIJob
+from .config import RayMPIJob
 
 HEAD_CONTAINER = "ray-head"
 WORKER_CONTAINER = "ray-worker"
@@ -51,20 +52,16 @@ def ray_job(config: RayMPIJob) -> RayJob:
             ],
         ),
         runtime_env_yaml=yaml.safe_dump(config.runtime_env) if config.runtime_env else None,
-        shutdown_after_job_finishes=config.shutdown_after_job_finishes or _cleans_pods(config),
-        ttl_seconds_after_finished=_ttl(config),
+        **_cluster_lifetime(config),
     )
 
 
-def _cleans_pods(config: RayMPIJob) -> bool:
-    policy = config.run_policy.clean_pod_policy if config.run_policy else None
-    return policy in (CleanPodPolicy.ALL, CleanPodPolicy.RUNNING)
-
-
-def _ttl(config: RayMPIJob) -> Optional[int]:
-    if config.ttl_seconds_after_finished is not None:
-        return config.ttl_seconds_after_finished
-    return config.run_policy.ttl_seconds_after_finished if config.run_policy else None
+def _cluster_lifetime(config: RayMPIJob) -> Dict:
+    """The backend takes the task's TTL only together with shutdown true (then an unset TTL is 0: deleted at
+    once); otherwise its own configuration decides (ray.go constructRayJob). So a TTL is sent with shutdown."""
+    if not config.cluster_shutdown:
+        return {}
+    return {"shutdown_after_job_finishes": True, "ttl_seconds_after_finished": config.cluster_ttl or 0}
 
 
 def _pod(container_name: str, image: Optional[str], requests: Optional[Resources],
@@ -72,13 +69,24 @@ def _pod(container_name: str, image: Optional[str], requests: Optional[Resources
     container = {"name": container_name, "env": [{"name": k, "value": v} for k, v in PLUGIN_ENV.items()]}
     if image:
         container["image"] = image
-    resources = {kind: _quantities(r) for kind, r in (("requests", requests), ("limits", limits)) if r}
+    resources = _requests_and_limits(requests, limits)
     if resources:
         container["resources"] = resources
     return K8sPod(pod_spec=ParseDict({"containers": [container]}, Struct()))
 
 
-def _quantities(resources: Resources) -> Dict[str, str]:
+def _requests_and_limits(requests: Optional[Resources], limits: Optional[Resources]) -> Dict:
+    """Every key in both, the side not given copied from the other (per key; flytekit-ray does it per set).
+    The backend merges them key by key over its own container's, whose limits are its requests (the platform
+    default unless the task sets them): a key on one side only would meet that default on the other (cpu
+    request 2, limit 500m), and a GPU limit must equal its request."""
+    asked, capped = _quantities(requests), _quantities(limits)
+    return {"requests": {**capped, **asked}, "limits": {**asked, **capped}} if asked or capped else {}
+
+
+def _quantities(resources: Optional[Resources]) -> Dict[str, str]:
+    if resources is None:
+        return {}
     return {
         name: str(getattr(resources, field))
         for field, name in _QUANTITY_NAMES.items()

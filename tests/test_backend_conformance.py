@@ -1,0 +1,426 @@
+"""What the Flyte backend makes of a RayMPIJob task, on a small Python model of its Go code.
+
+The model encodes flyteorg/flyte v1.16.8 (commit 51877f899c9f95e0cb5efe90444eb0c6c6ea48a9); every function
+below names the Go function it follows (flyteplugins/go/tasks/...):
+- plugins/k8s/ray/ray.go: BuildResource, constructRayJob, buildHeadPodTemplate, buildWorkerPodTemplate,
+  mergeCustomPodSpec; plugins/k8s/ray/config.go: defaultConfig;
+- pluginmachinery/flytek8s/pod_helper.go: MergeOverlayPodSpecOntoBase (mergo v0.3.13, WithOverride, WithAppendSlice);
+- pluginmachinery/flytek8s/container_helper.go: BuildRawContainer, AdjustOrDefaultResource,
+  SanitizeGPUResourceRequirements;
+and Kubernetes' admission rule for container resources (k8s.io/kubernetes, pkg/apis/core/validation/validation.go,
+ValidateResourceRequirements). The inputs are real: tasks decorated with RayMPIJob, serialized by flytekit.
+The Go backend cannot run here; when it changes, change the model, citing the new tag. The merge modelled here is
+the one from v1.15.1 on (PR #6262); v1.14.0 to v1.15.0 took only the k8s_pod's resources, and before v1.14.0 the
+Ray IDL had no k8s_pod (the README says what that means for a RayMPIJob).
+"""
+
+import functools
+import re
+import subprocess
+import sys
+import tarfile
+import warnings
+from collections import OrderedDict
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+import yaml
+from flyteidl.admin import task_pb2
+from flyteidl.core.tasks_pb2 import Resources as IdlResources
+from flyteidl.plugins.ray_pb2 import RayJob
+from flytekit import Resources, task
+from flytekit.configuration import ImageConfig, SerializationSettings
+from flytekit.tools.translator import get_serializable
+from google.protobuf.json_format import MessageToDict, ParseDict
+
+from flytekitplugins.raympi import CleanPodPolicy, Launcher, RayMPIJob, RunPolicy, Worker
+
+ROOT = Path(__file__).resolve().parents[1]
+SETTINGS = SerializationSettings(image_config=ImageConfig.auto(img_name="ghcr.io/acme/raympi:0.1"))
+PLUGIN_ENV_NAMES = ["RAY_RUNTIME_ENV_PLUGINS", "RAY_worker_register_timeout_seconds",
+                    "RAY_prestart_worker_first_driver"]
+
+# docker/sandbox-bundled/manifests/complete.yaml (and complete-connector.yaml), v1.16.8: 100-inline-config.yaml
+# task_resources.defaults (its limits are 0: no cap).
+SANDBOX_TASK_DEFAULTS = {"cpu": "500m", "memory": "1Gi"}
+# ray/config.go defaultConfig, v1.16.8; KEEPS_CLUSTERS: a backend whose operator set shutdownAfterJobFinishes false.
+STOCK = {"shutdownAfterJobFinishes": True, "ttlSecondsAfterFinished": 3600}
+KEEPS_CLUSTERS = {"shutdownAfterJobFinishes": False, "ttlSecondsAfterFinished": 3600}
+# config.go Defaults.{HeadNode,WorkerNode}.StartParameters; the keys ray.go adds where missing, with config.go's
+# IncludeDashboard, DashboardHost, IPAddress and EnableUsageStats defaults.
+DEFAULT_START_PARAMETERS = {"disable-usage-stats": "true"}
+HEAD_PARAMETERS = {"include-dashboard": "true", "node-ip-address": "$MY_POD_IP", "dashboard-host": "0.0.0.0",
+                   "disable-usage-stats": "true"}
+WORKER_PARAMETERS = {"node-ip-address": "$MY_POD_IP", "disable-usage-stats": "true"}
+# ray.go buildHeadPodTemplate / buildWorkerPodTemplate (MEMORY_* do point at cpu there).
+POD_IP = {"name": "MY_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
+HEAD_ENV = [POD_IP]
+WORKER_ENV = [
+    {"name": "RAY_DISABLE_DOCKER_CPU_WARNING", "value": "1"},
+    {"name": "TYPE", "value": "worker"},
+    *({"name": name, "valueFrom": {"resourceFieldRef": {"containerName": "ray-worker", "resource": resource}}}
+      for name, resource in (("CPU_REQUEST", "requests.cpu"), ("CPU_LIMITS", "limits.cpu"),
+                             ("MEMORY_REQUESTS", "requests.cpu"), ("MEMORY_LIMITS", "limits.cpu"))),
+    {"name": "MY_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+    POD_IP,
+]
+PORTS = [{"name": "redis", "containerPort": 6379}, {"name": "head", "containerPort": 10001},
+         {"name": "dashboard", "containerPort": 8265}]
+PRE_STOP = {"preStop": {"exec": {"command": ["/bin/sh", "-c", "ray stop"]}}}
+# SanitizeGPUResourceRequirements renames flytekit's "gpu" to the configured GPU name (default nvidia.com/gpu).
+K8S_NAMES = {"CPU": "cpu", "MEMORY": "memory", "GPU": "nvidia.com/gpu", "EPHEMERAL_STORAGE": "ephemeral-storage"}
+RESOURCE_FIELDS = {"cpu": "cpu", "mem": "memory", "gpu": "nvidia.com/gpu", "ephemeral_storage": "ephemeral-storage"}
+
+
+# --- Kubernetes quantities and admission --------------------------------------------------------------------
+
+_SUFFIXES = {"n": Fraction(1, 10**9), "u": Fraction(1, 10**6), "m": Fraction(1, 1000), "": 1, "k": 10**3, "M": 10**6,
+             "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
+             "Pi": 2**50, "Ei": 2**60}
+
+
+def quantity(text: str) -> Fraction:
+    """A Kubernetes quantity (apimachinery resource.ParseQuantity) as an exact number; KeyError if malformed."""
+    number, suffix = re.fullmatch(r"([+-]?(?:\d+\.?\d*|\.\d+))(.*)", text).groups()
+    if re.fullmatch(r"[eE][+-]?\d+", suffix):
+        return Fraction(number) * Fraction(10) ** int(suffix[1:])
+    return Fraction(number) * _SUFFIXES[suffix]
+
+
+def overcommit_allowed(name: str) -> bool:
+    """helper.IsOvercommitAllowed: native resources (no domain, or kubernetes.io) other than hugepages."""
+    return ("/" not in name or "kubernetes.io/" in name) and not name.startswith("hugepages-")
+
+
+def admission_errors(container: dict) -> list:
+    """ValidateResourceRequirements: a request at most its limit; for resources that cannot be overcommitted
+    (extended ones such as nvidia.com/gpu) a limit that is set and equals the request."""
+    resources = container.get("resources", {})
+    requests, limits = resources.get("requests", {}), resources.get("limits", {})
+    errors = []
+    for name, request in requests.items():
+        limit = limits.get(name)
+        if limit is None:
+            if not overcommit_allowed(name):
+                errors.append(f"{container['name']}: {name}: Limit must be set for non overcommitable resources")
+        elif not overcommit_allowed(name) and quantity(request) != quantity(limit):
+            errors.append(f"{container['name']}: requests.{name}={request} must be equal to limit of {limit}")
+        elif quantity(request) > quantity(limit):
+            errors.append(f"{container['name']}: requests.{name}={request} must be <= limit of {limit}")
+    return errors
+
+
+# --- The backend: task container, merge, RayJob ---------------------------------------------------------------
+
+def adjust_or_default(request, limit, default):
+    """container_helper.go AdjustOrDefaultResource (no platform limit): the request falls back to the limit, then
+    the platform default; the limit to the request; a request above its limit is lowered to it."""
+    request = request or limit or default
+    limit = limit or request
+    return (limit if quantity(request) > quantity(limit) else request), limit
+
+
+def task_container(template, platform: dict) -> dict:
+    """container_helper.go BuildRawContainer + AddFlyteCustomizationsToContainer(MergeExistingResources): the task's
+    container, cpu and memory always resolved, ephemeral storage and GPU when the task names them."""
+    container = template.container
+    asked, capped = ({K8S_NAMES[IdlResources.ResourceName.Name(e.name)]: e.value for e in entries}
+                     for entries in (container.resources.requests, container.resources.limits))
+    names = ["cpu", "memory"] + [n for n in ("ephemeral-storage", "nvidia.com/gpu") if n in asked or n in capped]
+    resolved = {n: adjust_or_default(asked.get(n), capped.get(n), platform.get(n)) for n in names}
+    return {
+        "name": "primary",
+        "image": container.image,
+        "args": list(container.args),
+        "env": [{"name": e.key, "value": e.value} for e in container.env],
+        "resources": {"requests": {n: r for n, (r, _) in resolved.items()},
+                      "limits": {n: lim for n, (_, lim) in resolved.items()}},
+    }
+
+
+def mergo(dst, src):
+    """mergo v0.3.13 Merge(&dst, src, WithOverride, WithAppendSlice) on JSON-shaped values: structs and maps merged
+    key by key, slices appended, a non-empty scalar overriding."""
+    if isinstance(src, dict):
+        return {**dst, **{key: mergo(dst[key], value) if key in dst else value for key, value in src.items()}}
+    if isinstance(src, list):
+        return dst + src
+    return src if src not in ("", 0, None) else dst
+
+
+def merge_overlay_pod_spec(base: dict, overlay: dict) -> dict:
+    """pod_helper.go MergeOverlayPodSpecOntoBase: pod fields merged; each base container merged with the overlay
+    containers of its name; overlay containers of other names dropped."""
+    merged = mergo(base, overlay)
+    merged["containers"] = [
+        functools.reduce(mergo, [o for o in overlay.get("containers", []) if o["name"] == c["name"]], c)
+        for c in base["containers"]
+    ]
+    return merged
+
+
+def node_pod(base: dict, name: str, env: list, k8s_pod, **extra) -> dict:
+    """ray.go buildHeadPodTemplate / buildWorkerPodTemplate: the task container renamed, its args cleared, the
+    backend's env and ports appended; then mergeCustomPodSpec with the custom's k8s_pod."""
+    container = {**base, "name": name, "args": [], "env": base["env"] + env, "ports": PORTS, **extra}
+    pod = {"containers": [container]}
+    return merge_overlay_pod_spec(pod, MessageToDict(k8s_pod.pod_spec)) if k8s_pod.HasField("pod_spec") else pod
+
+
+def start_params(custom, added: dict) -> dict:
+    """ray.go BuildResource / constructRayJob: the custom's rayStartParams (else config.go's defaults), the
+    backend's keys added only where missing."""
+    return {**added, **(dict(custom) or DEFAULT_START_PARAMETERS)}
+
+
+def backend_ray_job(template, ray_config: dict = STOCK, platform: dict = SANDBOX_TASK_DEFAULTS) -> dict:
+    """ray.go BuildResource + constructRayJob: the KubeRay RayJob spec built for a task template."""
+    job = ParseDict(MessageToDict(template.custom), RayJob(), ignore_unknown_fields=True)  # AllowUnknownFields
+    base = task_container(template, platform)
+    shutdown, ttl = ray_config["shutdownAfterJobFinishes"], ray_config["ttlSecondsAfterFinished"]
+    if job.shutdown_after_job_finishes:
+        shutdown, ttl = True, job.ttl_seconds_after_finished
+    head = job.ray_cluster.head_group_spec
+    return {
+        "entrypoint": " ".join(arg if arg != "" else "''" for arg in base["args"]),
+        "shutdownAfterJobFinishes": shutdown,
+        "ttlSecondsAfterFinished": ttl,
+        "runtimeEnvYAML": job.runtime_env_yaml,
+        "head": {"rayStartParams": start_params(head.ray_start_params, HEAD_PARAMETERS),
+                 "pod": node_pod(base, "ray-head", HEAD_ENV, head.k8s_pod)},
+        "workers": [
+            {"groupName": group.group_name,
+             "replicas": group.replicas,
+             "minReplicas": min(group.min_replicas, group.replicas),
+             "maxReplicas": max(group.max_replicas, group.replicas),
+             "rayStartParams": start_params(group.ray_start_params, WORKER_PARAMETERS),
+             "pod": node_pod(base, "ray-worker", WORKER_ENV, group.k8s_pod, lifecycle=PRE_STOP)}
+            for group in job.ray_cluster.worker_group_spec
+        ],
+    }
+
+
+# --- Real tasks -------------------------------------------------------------------------------------------------
+
+def template_of(config: RayMPIJob, **task_kwargs):
+    """The TaskTemplate flytekit serializes (as `pyflyte register/package` does) for a RayMPIJob task."""
+
+    @task(task_config=config, **task_kwargs)
+    def body(x: int) -> int:
+        return x
+
+    return get_serializable(OrderedDict(), SETTINGS, body).template.to_flyte_idl()
+
+
+def given(resources) -> dict:
+    return {k8s: str(getattr(resources, field)) for field, k8s in RESOURCE_FIELDS.items()
+            if resources is not None and getattr(resources, field) is not None}
+
+
+MATRIX = {
+    "defaults": (lambda: RayMPIJob(), {}),
+    "README: worker requests only": (
+        lambda: RayMPIJob(launcher=Launcher(replicas=1),
+                          worker=Worker(replicas=1, requests=Resources(cpu="4", mem="4Gi")), slots=4), {}),
+    "worker limits only, below the platform default": (
+        lambda: RayMPIJob(worker=Worker(limits=Resources(cpu="250m", mem="512Mi"))), {}),
+    "cpu requested, memory limited": (
+        lambda: RayMPIJob(worker=Worker(requests=Resources(cpu="2"), limits=Resources(mem="4Gi")), slots=2), {}),
+    "requests below limits, 1000Mi under 1Gi": (
+        lambda: RayMPIJob(worker=Worker(requests=Resources(cpu="500m", mem="1000Mi"),
+                                        limits=Resources(cpu="1", mem="1Gi"))), {}),
+    "GPU requested only": (lambda: RayMPIJob(worker=Worker(replicas=2, requests=Resources(gpu="2")), slots=2), {}),
+    "GPU limited only": (lambda: RayMPIJob(worker=Worker(limits=Resources(cpu="3", gpu="1"))), {}),
+    "launcher requests only, images": (
+        lambda: RayMPIJob(launcher=Launcher(image="ghcr.io/acme/head:1", requests=Resources(cpu="1", mem="2Gi")),
+                          worker=Worker(image="ghcr.io/acme/worker:1")), {}),
+    "ephemeral storage requested": (
+        lambda: RayMPIJob(worker=Worker(requests=Resources(ephemeral_storage="10Gi"))), {}),
+    "MPIJob README: requests and limits": (
+        lambda: RayMPIJob(launcher=Launcher(replicas=1),
+                          worker=Worker(replicas=5, requests=Resources(cpu="2", mem="2Gi"),
+                                        limits=Resources(cpu="4", mem="2Gi")), slots=2), {}),
+    "task resources and env under the worker's": (
+        lambda: RayMPIJob(worker=Worker(requests=Resources(cpu="1"))),
+        {"requests": Resources(cpu="4", mem="8Gi"), "environment": {"APP_SETTING": "1"}}),
+}
+
+
+@pytest.fixture(scope="module", params=list(MATRIX))
+def case(request):
+    make, task_kwargs = MATRIX[request.param]
+    config = make()
+    template = template_of(config, **task_kwargs)
+    return config, template, backend_ray_job(template)
+
+
+def pods(job: dict):
+    return [("launcher", job["head"]["pod"])] + [("worker", group["pod"]) for group in job["workers"]]
+
+
+def test_quantities_compare_as_kubernetes_does():
+    assert quantity("500m") < quantity("2") and quantity("1000Mi") < quantity("1Gi")
+    assert quantity("1G") < quantity("1Gi")
+    assert quantity("0.5") == quantity("500m") and quantity("1e3") == quantity("1k")
+    assert quantity("1.5Gi") == quantity("1536Mi")
+    with pytest.raises(KeyError):
+        quantity("2 cores")
+
+
+def test_every_pod_is_admissible(case):
+    """No config of the matrix makes a pod Kubernetes rejects, with the sandbox's defaults under it."""
+    _, _, job = case
+    assert [e for _, pod in pods(job) for c in pod["containers"] for e in admission_errors(c)] == []
+
+
+def test_each_pod_gets_the_resources_asked_and_the_task_default_for_the_rest(case):
+    config, template, job = case
+    base = task_container(template, SANDBOX_TASK_DEFAULTS)["resources"]
+    for group, pod in pods(job):
+        asked, capped = given(getattr(config, group).requests), given(getattr(config, group).limits)
+        want = {"requests": {**base["requests"], **capped, **asked}, "limits": {**base["limits"], **asked, **capped}}
+        assert pod["containers"][0]["resources"] == want, group
+
+
+def test_the_merged_containers_are_the_task_container_renamed_with_our_env_appended(case):
+    config, template, job = case
+    base = task_container(template, SANDBOX_TASK_DEFAULTS)
+    for (group, pod), name, backend_env in zip(pods(job), ("ray-head", "ray-worker"), (HEAD_ENV, WORKER_ENV)):
+        (container,) = pod["containers"]
+        assert container["name"] == name
+        assert container["image"] == (getattr(config, group).image or template.container.image)
+        assert container["args"] == []
+        env = container["env"]
+        assert env[:len(base["env"]) + len(backend_env)] == base["env"] + backend_env
+        assert [e["name"] for e in env[len(base["env"]) + len(backend_env):]] == PLUGIN_ENV_NAMES
+        assert len({e["name"] for e in env}) == len(env), "an env name given twice: Kubernetes keeps the last"
+
+
+def test_our_pod_specs_use_only_what_the_backend_reads(case):
+    """The backend decodes k8s_pod with encoding/json (unknown fields vanish) and drops containers of other names."""
+    _, template, _ = case
+    cluster = MessageToDict(template.custom)["rayCluster"]
+    groups = [(cluster["headGroupSpec"], "ray-head")] + [(g, "ray-worker") for g in cluster["workerGroupSpec"]]
+    for spec, name in groups:
+        pod_spec = spec["k8sPod"]["podSpec"]
+        assert set(pod_spec) == {"containers"} and [c["name"] for c in pod_spec["containers"]] == [name]
+        (container,) = pod_spec["containers"]
+        assert set(container) <= {"name", "env", "image", "resources"}
+        assert all(set(e) == {"name", "value"} for e in container["env"])
+        assert set(container.get("resources", {})) <= {"requests", "limits"}
+        for side in container.get("resources", {}).values():
+            assert all(quantity(q) >= 0 for q in side.values())
+
+
+def test_ray_start_params_are_ours_with_the_backends_keys_added(case):
+    config, _, job = case
+    assert job["head"]["rayStartParams"] == {**HEAD_PARAMETERS, "num-cpus": "0"}
+    (workers,) = job["workers"]
+    ours = {"num-gpus" if config.gpus_per_worker else "num-cpus": str(config.slots)}
+    assert workers["rayStartParams"] == {**WORKER_PARAMETERS, **ours}
+    assert (workers["replicas"], workers["minReplicas"], workers["maxReplicas"]) == (config.workers,) * 3
+
+
+def test_the_entrypoint_is_the_task_command(case):
+    _, template, job = case
+    assert job["entrypoint"] == " ".join(template.container.args)
+    assert job["entrypoint"].startswith("pyflyte-execute --inputs {{.input}} ")
+    assert job["entrypoint"].endswith(f"task-module {__name__} task-name body")
+
+
+def lifetime(name, backend, applied, **asked):
+    """What the task asks, under the backend's plugins.ray config -> (shutdownAfterJobFinishes,
+    ttlSecondsAfterFinished) in the RayJob."""
+    return pytest.param(asked, backend, applied, id=f"{name}, {'stock' if backend is STOCK else 'keeping'} backend")
+
+
+LIFETIMES = [
+    lifetime("nothing", STOCK, (True, 3600)),
+    lifetime("nothing", KEEPS_CLUSTERS, (False, 3600)),
+    lifetime("ttl", STOCK, (True, 60), ttl_seconds_after_finished=60),
+    lifetime("ttl", KEEPS_CLUSTERS, (True, 60), ttl_seconds_after_finished=60),
+    lifetime("ttl 0", STOCK, (True, 0), ttl_seconds_after_finished=0),
+    lifetime("run_policy ttl", STOCK, (True, 60), run_policy=RunPolicy(ttl_seconds_after_finished=60)),
+    lifetime("ALL", STOCK, (True, 0), run_policy=RunPolicy(clean_pod_policy=CleanPodPolicy.ALL)),
+    lifetime("RUNNING, ttl", STOCK, (True, 30),
+             run_policy=RunPolicy(clean_pod_policy=CleanPodPolicy.RUNNING, ttl_seconds_after_finished=30)),
+    lifetime("MPIJob README: NONE, ttl", STOCK, (True, 60),
+             run_policy=RunPolicy(clean_pod_policy=CleanPodPolicy.NONE, ttl_seconds_after_finished=60)),
+    lifetime("shutdown", STOCK, (True, 0), shutdown_after_job_finishes=True),
+    lifetime("shutdown, ttl", KEEPS_CLUSTERS, (True, 120), shutdown_after_job_finishes=True,
+             ttl_seconds_after_finished=120),
+]
+# Asking to keep the cluster warns: only the backend's configuration can grant it.
+KEEPS = [
+    lifetime("shutdown False", STOCK, (True, 3600), shutdown_after_job_finishes=False),
+    lifetime("shutdown False", KEEPS_CLUSTERS, (False, 3600), shutdown_after_job_finishes=False),
+    lifetime("NONE", STOCK, (True, 3600), run_policy=RunPolicy(clean_pod_policy=CleanPodPolicy.NONE)),
+]
+
+
+@pytest.mark.parametrize("asked, backend, applied", LIFETIMES)
+def test_the_backend_applies_the_lifetime_asked(asked, backend, applied):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        config = RayMPIJob(**asked)
+    job = backend_ray_job(template_of(config), ray_config=backend)
+    assert (job["shutdownAfterJobFinishes"], job["ttlSecondsAfterFinished"]) == applied
+
+
+@pytest.mark.parametrize("asked, backend, applied", KEEPS)
+def test_asking_to_keep_the_cluster_warns_what_the_backend_does(asked, backend, applied):
+    with pytest.warns(UserWarning, match="cannot keep the Ray cluster.*plugins.ray.shutdownAfterJobFinishes: false"):
+        config = RayMPIJob(**asked)
+    job = backend_ray_job(template_of(config), ray_config=backend)
+    assert (job["shutdownAfterJobFinishes"], job["ttlSecondsAfterFinished"]) == applied
+
+
+@pytest.fixture(scope="module")
+def packaged_pi(tmp_path_factory):
+    """estimate_pi's TaskTemplate as `pyflyte package` writes it."""
+    out = tmp_path_factory.mktemp("package") / "flyte-package.tgz"
+    subprocess.run([Path(sys.executable).with_name("pyflyte"), "--pkgs", "examples", "package", "--image",
+                    "ghcr.io/acme/raympi:0.1", "--output", str(out), "--force"],
+                   cwd=ROOT, check=True, capture_output=True, timeout=300)
+    with tarfile.open(out) as archive:
+        member = next(m for m in archive.getmembers() if m.name.endswith("estimate_pi_1.pb"))
+        return task_pb2.TaskSpec.FromString(archive.extractfile(member).read()).template
+
+
+def test_the_packaged_flagship_example_runs_as_the_readme_says(packaged_pi):
+    job = backend_ray_job(packaged_pi)
+    assert [e for _, pod in pods(job) for c in pod["containers"] for e in admission_errors(c)] == []
+    for _, pod in pods(job):
+        assert PLUGIN_ENV_NAMES[0] in [e["name"] for e in pod["containers"][0]["env"]]
+    assert job["workers"][0]["rayStartParams"]["num-cpus"] == "4"
+    assert (job["shutdownAfterJobFinishes"], job["ttlSecondsAfterFinished"]) == (True, 3600)
+    assert job["entrypoint"].endswith("task-module examples.pi task-name estimate_pi")
+
+
+# --- Deployment files -------------------------------------------------------------------------------------------
+
+# docker/sandbox-bundled/manifests/complete.yaml and complete-connector.yaml (001-plugins.yaml) and
+# charts/flyte-binary/values.yaml (enabled_plugins), v1.16.8.
+DEFAULT_PLUGINS = ["container", "sidecar", "k8s-array", "connector-service", "echo"]
+DEFAULT_FOR_TASK_TYPES = {"container": "container", "container_array": "k8s-array", "sidecar": "sidecar"}
+# flyteplugins/go.mod, v1.16.8: github.com/ray-project/kuberay/ray-operator v1.5.1.
+KUBERAY = "1.5.1"
+# ray.go mergeCustomPodSpec calls MergeOverlayPodSpecOntoBase from v1.15.1 (commit 49a2dd63d6, PR #6262).
+MINIMUM_FLYTE = "1.15.1"
+
+
+@pytest.mark.parametrize("path, keys", [("deploy/sandbox-config.yaml", ["tasks"]),
+                                        ("deploy/flyte-binary-values.yaml", ["enabled_plugins", "tasks"])])
+def test_deploy_config_enables_ray_and_keeps_the_defaults(path, keys):
+    """Config files replace lists, so the defaults must be repeated beside `ray`."""
+    plugins = functools.reduce(dict.__getitem__, keys, yaml.safe_load((ROOT / path).read_text()))["task-plugins"]
+    assert plugins["enabled-plugins"] == DEFAULT_PLUGINS + ["ray"]
+    assert plugins["default-for-task-types"] == {**DEFAULT_FOR_TASK_TYPES, "ray": "ray"}
+
+
+def test_readme_gives_the_versions_and_the_file_the_backend_needs():
+    readme = (ROOT / "README.md").read_text()
+    assert f"kuberay/kuberay-operator --version {KUBERAY}" in readme
+    assert f"The Flyte backend must be {MINIMUM_FLYTE} or later" in readme
+    assert "cp deploy/sandbox-config.yaml ~/.flyte/sandbox/config.yaml" in readme
