@@ -191,7 +191,8 @@ def start(workers: int = 2, slots: int = 2, object_store_mb: int = 100, timeout:
     them all alive, or raise ClusterError (with the nodes' logs) within `timeout` seconds. Ray and
     the drivers run in `node_env(env)`."""
     if os.geteuid() != 0:
-        raise ClusterError("a network-namespace cluster needs root (ip netns, unshare, mount)")
+        raise ClusterError("a network-namespace cluster needs root (ip netns, unshare, mount): run the tests as root "
+                           "(sudo make test), or leave out tests/test_multinode.py and tests/test_netns_cluster.py")
     deadline = time.monotonic() + timeout
     with locked():
         name = claim_name()

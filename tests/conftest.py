@@ -12,9 +12,9 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def local_ray():
-    """One local Ray for the session, with the mpi runtime env registered and a fake GPU
+    """A local Ray for the module, with the mpi runtime env registered and a fake GPU
     (Ray then sets CUDA_VISIBLE_DEVICES for tasks that ask for it)."""
     import ray
     import raympi
@@ -40,11 +40,12 @@ def netns_cluster():
 
 @pytest.fixture(scope="module")
 def embedded_ray():
-    """RayMPIJob tasks start their own Ray (the plugin's embedded one); stop it when the module is done."""
+    """RayMPIJob tasks start their own Ray (the plugin's embedded one); stop it when the module is done. A Ray
+    connected already belongs to someone else (the module fixtures of others end with their module), and the
+    tasks would run on it."""
     import ray
 
-    if ray.is_initialized():
-        ray.shutdown()
+    assert not ray.is_initialized(), "a Ray is connected already: RayMPIJob tasks would run on it, not on their own"
     yield
     ray.shutdown()
 

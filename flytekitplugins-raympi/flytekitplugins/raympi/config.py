@@ -5,11 +5,12 @@ it accepts.
 """
 
 import warnings
+from dataclasses import fields
 from enum import Enum
 from typing import Annotated, Dict, List, Optional
 
 from flytekit import Resources
-from pydantic import AfterValidator, ConfigDict, Field, StrictInt, StrictStr, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, StrictInt, StrictStr, ValidationInfo, model_validator
 from pydantic.dataclasses import dataclass
 
 _STRICT = ConfigDict(arbitrary_types_allowed=True, extra="forbid", strict=True)
@@ -23,6 +24,25 @@ def _no_command(command):
 
 
 NoCommand = Annotated[Optional[List[str]], AfterValidator(_no_command)]
+
+
+def _single_values(group: str):
+    """A check that `group`'s requests or limits give one value per resource: flytekit's Resources also takes a
+    (request, limit) pair, meant for `@task(resources=...)`."""
+    def check(resources: Optional[Resources], info: ValidationInfo) -> Optional[Resources]:
+        for field in fields(Resources):
+            value = getattr(resources, field.name, None)
+            if isinstance(value, (list, tuple)):
+                raise ValueError(
+                    f"{group}.{info.field_name}.{field.name}={value!r}: a (request, limit) pair is not supported "
+                    f"here; give the request in requests=Resources({field.name}={value[0]!r}) and the limit in "
+                    f"limits=Resources({field.name}={value[1]!r})")
+        return resources
+    return check
+
+
+LauncherResources = Annotated[Optional[Resources], AfterValidator(_single_values("launcher"))]
+WorkerResources = Annotated[Optional[Resources], AfterValidator(_single_values("worker"))]
 
 
 class RestartPolicy(Enum):
@@ -69,8 +89,8 @@ class Launcher:
 
     command: NoCommand = None
     image: Optional[StrictStr] = None
-    requests: Optional[Resources] = None
-    limits: Optional[Resources] = None
+    requests: LauncherResources = None
+    limits: LauncherResources = None
     replicas: Optional[StrictInt] = Field(default=None, ge=1, le=1)
     restart_policy: Optional[RestartPolicy] = None
 
@@ -82,8 +102,8 @@ class Worker:
 
     command: NoCommand = None
     image: Optional[StrictStr] = None
-    requests: Optional[Resources] = None
-    limits: Optional[Resources] = None
+    requests: WorkerResources = None
+    limits: WorkerResources = None
     replicas: Optional[StrictInt] = Field(default=None, ge=1)
     restart_policy: Optional[RestartPolicy] = None
 

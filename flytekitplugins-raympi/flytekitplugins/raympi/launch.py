@@ -1,63 +1,111 @@
 """The driver side of a RayMPIJob run: connect to Ray (or start an embedded one), reserve the world's
 slots, run rank 0 inside an MPI world started by the `mpi` runtime env, and bring back its outputs."""
 
-import json
 import logging
 import os
 import sys
+import uuid
+from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import cloudpickle
 import ray
-from flytekit import logger
-from flytekit.core.context_manager import FlyteContext
+from flytekit import Deck, logger
+from flytekit.core.context_manager import ExecutionParameters, FlyteContext
+from flytekit.deck.deck import _output_deck
 from flytekit.models.literals import LiteralMap
-from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
 from ray.exceptions import GetTimeoutError, RayTaskError
 from ray.util.placement_group import placement_group, remove_placement_group
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
 import raympi
+from raympi.ray_internals import bundle_nodes, job_runtime_env
 
 from . import blobs
 from .config import ActiveDeadlineExceeded, RayMPIJob
-from .ranks import PEER_ENTRY, Assignment, literals_from_bytes, literals_to_bytes, run_rank0
+from .ranks import PEER_ENTRY, Assignment, literals_from_bytes, literals_to_bytes, remove_working_dirs, run_rank0
 
 # A failed MPI world is not retried by Ray: Flyte's `retries` decide that.
 _RANK0 = ray.remote(max_retries=0)(run_rank0)
-# The embedded local Ray's CPU count, or None when connected to a cluster (or not at all).
-_embedded_cpus: Optional[int] = None
+_REMOVE_WORKING_DIRS = ray.remote(num_cpus=0, max_retries=0)(remove_working_dirs)
+# How long a failed run waits for its working directories to be removed before it reports.
+_REMOVAL_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class _Ray:
+    """A Ray that this module connected to: a cluster at `address`, or (address None) the embedded local Ray,
+    started with `cpus` and `gpus`; `gcs_address` tells it from a Ray connected to since."""
+
+    address: Optional[str]
+    gcs_address: str
+    cpus: int = 0
+    gpus: int = 0
+
+
+_connected: Optional[_Ray] = None
 
 
 def run(task, ctx: FlyteContext, inputs: LiteralMap) -> LiteralMap:
     config: RayMPIJob = task.task_config
-    _connect(config)
+    connected = _connect(config)
+    embedded = connected is not None and connected.address is None
     bundle = {"GPU": config.slots} if config.gpus_per_worker else {"CPU": config.slots}
     # An embedded Ray is one node; on a cluster each worker is a node of its own, as in an MPIJob.
-    reservation = placement_group([bundle] * config.workers, strategy="PACK" if _embedded_cpus else "STRICT_SPREAD")
+    reservation = placement_group([bundle] * config.workers, strategy="PACK" if embedded else "STRICT_SPREAD")
+    params = ctx.user_space_params
     try:
         _wait_for(reservation, config)
         rank0 = _RANK0.options(
             name=f"{task.name} (MPI rank 0)",
             num_cpus=0 if config.gpus_per_worker else config.slots,
             num_gpus=config.slots if config.gpus_per_worker else 0,
-            runtime_env=_runtime_env(config, raympi.placement(reservation, config.slots)),
+            runtime_env=_runtime_env(config, raympi.placement(reservation, config.slots), embedded),
             scheduling_strategy=PlacementGroupSchedulingStrategy(reservation, placement_group_bundle_index=0),
         )
-        params = ctx.user_space_params
         assignment = Assignment(
             task=task,
             inputs=literals_to_bytes(inputs),
             raw_output_prefix=ctx.file_access.raw_output_prefix,
+            output_metadata_prefix=params.output_metadata_prefix,
+            checkpoint=_checkpoint(params),
             mode=ctx.execution_state.mode,
             execution_id=params.execution_id,
             task_id=params.task_id,
             driver_node=ray.get_runtime_context().get_node_id(),
+            run_id=uuid.uuid4().hex,
         )
-        outputs, files = _result(rank0.remote(list(sys.path), cloudpickle.dumps(assignment)), task)
+        try:
+            outputs, files, decks = _result(rank0.remote(list(sys.path), cloudpickle.dumps(assignment)), task)
+        except Exception:
+            _remove_working_dirs(reservation, assignment.run_id)
+            raise
     finally:
         remove_placement_group(reservation)
+    # Rank 0's decks are the task's: on a cluster flytekit's entrypoint writes them after the task, as for any task.
+    params.decks.extend(Deck(name, html, auto_add_to_deck=False) for name, html in decks.items())
+    if task.enable_deck and ctx.execution_state.is_local_execution():
+        _output_deck(task.name.split(".")[-1], params)  # as flytekit's PythonTask does in a local run
     return literals_from_bytes(blobs.unpack(outputs, files, ctx.file_access.get_random_local_directory()))
+
+
+def _checkpoint(params: ExecutionParameters) -> Optional[Tuple[str, Optional[str]]]:
+    """The attempt's checkpoint that flytekit's entrypoint made (a SyncCheckpoint): (destination, previous
+    attempt's destination); None where there is none (a local run)."""
+    try:
+        checkpoint = params.checkpoint
+    except NotImplementedError:
+        return None
+    return checkpoint._checkpoint_dest, checkpoint._checkpoint_src
+
+
+def _remove_working_dirs(reservation, run_id: str) -> None:
+    """After a failed run, remove its ranks' working directories on every node of the world: ranks that rank 0
+    ended, that were killed, or rank 0 frozen in an MPI call, could not remove their own."""
+    nodes = set(bundle_nodes(reservation).values())
+    removals = [_REMOVE_WORKING_DIRS.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+                .remote(run_id) for node in nodes]
+    ray.wait(removals, num_returns=len(removals), timeout=_REMOVAL_TIMEOUT_S)
 
 
 def _result(ref, task):
@@ -80,10 +128,10 @@ def _deadline(task) -> Tuple[Optional[float], str]:
     return min(((s, name) for s, name in limits if s is not None), default=(None, ""))
 
 
-def _runtime_env(config: RayMPIJob, placement: dict) -> dict:
+def _runtime_env(config: RayMPIJob, placement: dict, embedded: bool) -> dict:
     mpirun_args = ["-n", str(config.world_size), *config.mpirun_args]
     cores = os.cpu_count() or 1
-    if _embedded_cpus and config.world_size > cores:  # on a cluster each node offers its ranks' slots
+    if embedded and config.world_size > cores:  # on a cluster each node offers its ranks' slots
         logger.warning(f"{config.world_size} MPI ranks on a node with {cores} cores: oversubscribing")
         mpirun_args.insert(0, "--oversubscribe")
     env = dict(config.runtime_env or {})
@@ -91,31 +139,71 @@ def _runtime_env(config: RayMPIJob, placement: dict) -> dict:
     return env
 
 
-def _connect(config: RayMPIJob) -> None:
-    """Connect to the configured cluster, else reuse or start an embedded local Ray big enough.
+def _connect(config: RayMPIJob) -> Optional[_Ray]:
+    """Connect to the Ray the task asks for: its `address`, else RAY_ADDRESS, else an embedded local Ray with the
+    CPUs and GPUs it needs; return it (None: a Ray that this process connected to by itself, used unless `address`
+    names another). A Ray connected to here is kept while it is what the task asks for, and replaced when not, with
+    a log line saying why.
 
     On a cluster, the task's code (fast-registered, in the image, or beside `python wf.py`) is in the
     driver's working directory only: it becomes the job's working_dir, as flytekitplugins-ray does."""
-    global _embedded_cpus
-    needed = config.world_size
-    if ray.is_initialized() and (_embedded_cpus is None or _embedded_cpus >= needed):
-        return
-    if ray.is_initialized():
-        ray.shutdown()
+    global _connected
     address = config.address or os.environ.get("RAY_ADDRESS")
+    gpus = config.gpus_per_worker * config.workers
+    cpus = 0 if gpus else config.world_size
+    current = _current()
+    if ray.is_initialized():
+        leaving = _leaving(current, config.address, address, cpus, gpus)
+        if leaving is None:
+            return current
+        logger.warning(f"RayMPIJob: {leaving}")
+        ray.shutdown()
     if address:
         ray.init(address=address, runtime_env=_code_env(), logging_level=logging.WARNING)
-        _embedded_cpus = None
-        return
-    _embedded_cpus = max(os.cpu_count() or 1, needed)
-    raympi.init_ray(address="local", num_cpus=_embedded_cpus, num_gpus=config.gpus_per_worker * config.workers,
-                    include_dashboard=False, logging_level=logging.WARNING)
+        _connected = _Ray(address, ray.get_runtime_context().gcs_address)
+        return _connected
+    if current is not None and current.address is None:  # restarted: with all it had, not to restart again
+        cpus, gpus = max(cpus, current.cpus), max(gpus, current.gpus)
+    cpus = max(os.cpu_count() or 1, cpus)
+    raympi.init_ray(address="local", num_cpus=cpus, num_gpus=gpus, include_dashboard=False,
+                    logging_level=logging.WARNING)
+    _connected = _Ray(None, ray.get_runtime_context().gcs_address, cpus, gpus)
+    return _connected
+
+
+def _current() -> Optional[_Ray]:
+    """The Ray connected to here, if this process is still connected to it."""
+    if _connected and ray.is_initialized() and ray.get_runtime_context().gcs_address == _connected.gcs_address:
+        return _connected
+    return None
+
+
+def _leaving(current: Optional[_Ray], task_address: Optional[str], address: Optional[str], cpus: int,
+             gpus: int) -> Optional[str]:
+    """Why the connected Ray (`current`, or None: one this process connected to by itself) is not the one the task
+    asks for; None when it is."""
+    named = "the task's address" if task_address else "RAY_ADDRESS"
+    if current is None:
+        here = ray.get_runtime_context().gcs_address
+        return None if task_address in (None, here) else f"leaving the Ray at {here} for {task_address} ({named})"
+    if current.address is not None:
+        if address == current.address:
+            return None
+        target, why = (address, named) if address else ("an embedded Ray", "no address given")
+        return f"leaving the Ray at {current.address} for {target} ({why})"
+    if address:
+        return f"leaving the embedded Ray for {address} ({named})"
+    lacking = [f"{need} {kind}" for kind, has, need in (("CPUs", current.cpus, cpus), ("GPUs", current.gpus, gpus))
+               if need > has]
+    if not lacking:
+        return None
+    return (f"restarting the embedded Ray: the task needs {' and '.join(lacking)}, it has {current.cpus} CPUs "
+            f"and {current.gpus} GPUs")
 
 
 def _code_env() -> Optional[dict]:
     """The entrypoint's working directory as the job's working_dir, unless the Ray job has one already."""
-    job = json.loads(os.environ.get(RAY_JOB_CONFIG_JSON_ENV_VAR) or "{}")
-    if (job.get("runtime_env") or {}).get("working_dir"):
+    if job_runtime_env().get("working_dir"):
         return None
     return {"working_dir": os.getcwd(), "excludes": ["fast*.tar.gz", "script_mode.tar.gz"]}
 

@@ -2,18 +2,23 @@
 would and produces its outputs; ranks 1..N-1 run the same function on the same inputs, each in a
 flytekit context of its own, and their return values are discarded."""
 
+import glob
+import io
+import os
 import shutil
 import sys
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Tuple
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 import cloudpickle
 from flyteidl.core import literals_pb2
 from flytekit import PythonFunctionTask, logger
 from flytekit.core.base_task import IgnoreOutputs
+from flytekit.core.checkpointer import SyncCheckpoint
 from flytekit.core.context_manager import ExecutionParameters, ExecutionState, FlyteContextManager
 from flytekit.core.data_persistence import FileAccessProvider
 from flytekit.core.type_engine import TypeEngine
@@ -22,6 +27,7 @@ from flytekit.models.literals import LiteralMap
 from . import blobs
 
 PEER_ENTRY = f"{__name__}.run_peer"
+WORKING_DIR_PREFIX = "raympi-rank-"
 
 
 @dataclass
@@ -31,10 +37,13 @@ class Assignment:
     task: PythonFunctionTask
     inputs: bytes  # a serialized flyteidl LiteralMap
     raw_output_prefix: str
+    output_metadata_prefix: Optional[str]
+    checkpoint: Optional[Tuple[str, Optional[str]]]  # the attempt's (destination, previous attempt's destination)
     mode: ExecutionState.Mode
     execution_id: Any
     task_id: Any
     driver_node: str  # Ray node ID of the driver
+    run_id: str  # in the name of every rank's working directory: see remove_working_dirs
 
 
 def literals_to_bytes(literals: LiteralMap) -> bytes:
@@ -45,10 +54,10 @@ def literals_from_bytes(data: bytes) -> LiteralMap:
     return LiteralMap.from_flyte_idl(literals_pb2.LiteralMap.FromString(data))
 
 
-def run_rank0(sys_path: List[str], payload: bytes) -> Tuple[bytes, Dict[str, bytes]]:
+def run_rank0(sys_path: List[str], payload: bytes) -> Tuple[bytes, Dict[str, bytes], Dict[str, str]]:
     """The Ray task that is rank 0: share the assignment with the peers, run the task, return its outputs
-    (written under the raw output prefix from this node) as a serialized LiteralMap, and in a local run on
-    another node than the driver's, the local files they refer to (see blobs.py).
+    (written under the raw output prefix from this node) as a serialized LiteralMap, in a local run on
+    another node than the driver's the local files they refer to (see blobs.py), and its decks ({name: html}).
 
     `payload` is the pickled Assignment; `sys_path` is where the driver found the task's module
     (`pyflyte run wf.py` imports wf from a path only the driver's sys.path has)."""
@@ -59,12 +68,18 @@ def run_rank0(sys_path: List[str], payload: bytes) -> Tuple[bytes, Dict[str, byt
 
     mpi_init()
     assignment = _load(MPI.COMM_WORLD.bcast((sys_path, payload), root=0))
-    # Kept: a local run's file outputs stay where rank 0 wrote them, as in flytekit's own local runs.
-    with rank_context(assignment, keep_working_dir=True) as ctx:
+    kept: Set[str] = set()
+    with rank_context(assignment, 0, kept) as ctx:
         outputs = literals_to_bytes(
             PythonFunctionTask.dispatch_execute(assignment.task, ctx, literals_from_bytes(assignment.inputs)))
-        elsewhere = ray.get_runtime_context().get_node_id() != assignment.driver_node
-        return outputs, blobs.pack(outputs) if elsewhere and ctx.execution_state.is_local_execution() else {}
+        decks = {deck.name: deck.html for deck in ctx.user_space_params.decks}
+        files = {}
+        if ctx.execution_state.is_local_execution():
+            if ray.get_runtime_context().get_node_id() != assignment.driver_node:
+                files = blobs.pack(outputs)
+            else:  # a local run's file outputs stay where rank 0 wrote them, as in flytekit's own local runs
+                kept.update(blobs.local_paths(outputs))
+        return outputs, files, decks
 
 
 def run_peer() -> None:
@@ -73,12 +88,19 @@ def run_peer() -> None:
 
     assignment = _load(MPI.COMM_WORLD.bcast(None, root=0))
     task = assignment.task
-    with rank_context(assignment, keep_working_dir=False) as ctx:
+    with rank_context(assignment, MPI.COMM_WORLD.rank, kept=set()) as ctx:
         inputs = TypeEngine.literal_map_to_kwargs(ctx, literals_from_bytes(assignment.inputs), task.python_interface.inputs)
         try:
             task.execute(**inputs)
         except IgnoreOutputs:
             logger.debug("rank %d ignores its outputs", MPI.COMM_WORLD.rank)
+
+
+def remove_working_dirs(run_id: str) -> None:
+    """Remove what is left on this node of run `run_id`'s working directories: ranks that were killed, or ended
+    by rank 0 (os._exit), or rank 0 frozen in an MPI call, cannot remove their own."""
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), f"{WORKING_DIR_PREFIX}{run_id}-*")):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _load(message) -> Assignment:
@@ -87,11 +109,32 @@ def _load(message) -> Assignment:
     return cloudpickle.loads(payload)
 
 
+class RankCheckpoint(SyncCheckpoint):
+    """The task attempt's checkpoint on one rank, as flytekit's entrypoint makes it: every rank can restore (or
+    read) the previous attempt's; rank 0 alone saves (or writes) this attempt's, so that ranks never overwrite
+    each other. Its scratch space lies in the rank's working directory and goes with it."""
+
+    def __init__(self, destination: str, source: Optional[str], working_dir: str, rank: int):
+        super().__init__(checkpoint_dest=destination, checkpoint_src=source)
+        self._td.cleanup()
+        self._td = tempfile.TemporaryDirectory(dir=working_dir, ignore_cleanup_errors=True)
+        self._rank = rank
+
+    def save(self, cp: Union[Path, str, io.BufferedReader]) -> None:
+        if self._rank != 0:
+            raise RuntimeError(f"MPI rank {self._rank} cannot save the task's checkpoint: rank 0 saves it "
+                               "(e.g. `if comm.rank == 0: checkpoint.save(...)`); every rank can restore it")
+        super().save(cp)
+
+
 @contextmanager
-def rank_context(assignment: Assignment, keep_working_dir: bool):
-    """A flytekit execution context for this rank: its own working directory, the driver's raw output
-    prefix, execution id and mode, so `flytekit.current_context()` and data types work on every rank."""
-    sandbox = tempfile.mkdtemp(prefix="raympi-rank-")
+def rank_context(assignment: Assignment, rank: int, kept: Set[str]):
+    """A flytekit execution context for this rank, as flytekit's entrypoint makes one for a task: its own working
+    directory, the driver's raw output and metadata prefixes, execution id and mode, the attempt's checkpoint
+    (see RankCheckpoint), so `flytekit.current_context()` and data types work on every rank.
+
+    On leaving, the working directory is removed, but for the paths in `kept` (filled in by the caller)."""
+    working_dir = tempfile.mkdtemp(prefix=f"{WORKING_DIR_PREFIX}{assignment.run_id}-{rank}-")
     ctx = FlyteContextManager.current_context()
     params = ExecutionParameters(
         execution_id=assignment.execution_id,
@@ -99,15 +142,31 @@ def rank_context(assignment: Assignment, keep_working_dir: bool):
         execution_date=datetime.now(timezone.utc),
         stats=ctx.user_space_params.stats,
         logging=logger,
-        tmp_dir=sandbox,
+        tmp_dir=working_dir,
         raw_output_prefix=assignment.raw_output_prefix,
+        output_metadata_prefix=assignment.output_metadata_prefix,
+        checkpoint=RankCheckpoint(*assignment.checkpoint, working_dir, rank) if assignment.checkpoint else None,
+        enable_deck=assignment.task.enable_deck,
         decks=[],
     )
-    state = ctx.new_execution_state(working_dir=sandbox).with_params(mode=assignment.mode, user_space_params=params)
-    file_access = FileAccessProvider(local_sandbox_dir=sandbox, raw_output_prefix=assignment.raw_output_prefix)
+    state = ctx.new_execution_state(working_dir=working_dir).with_params(mode=assignment.mode, user_space_params=params)
+    file_access = FileAccessProvider(local_sandbox_dir=working_dir, raw_output_prefix=assignment.raw_output_prefix)
     try:
         with FlyteContextManager.with_context(ctx.with_file_access(file_access).with_execution_state(state)) as rank_ctx:
             yield rank_ctx
     finally:
-        if not keep_working_dir:
-            shutil.rmtree(sandbox, ignore_errors=True)
+        _remove_all_but(Path(working_dir), {Path(os.path.abspath(p)) for p in kept})
+
+
+def _remove_all_but(path: Path, kept: Set[Path]) -> None:
+    """Remove `path` (a file or a directory tree), except the paths in `kept` and the directories holding them."""
+    if path in kept:
+        return
+    if path.is_dir() and not path.is_symlink():
+        if any(path in k.parents for k in kept):
+            for entry in path.iterdir():
+                _remove_all_but(entry, kept)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
