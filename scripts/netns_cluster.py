@@ -17,6 +17,7 @@ import fcntl
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -88,6 +89,12 @@ class Cluster:
         """Dashboard and job submission server, reachable from the host over the bridge."""
         return f"http://{self.head.ip}:{DASHBOARD_PORT}"
 
+    @property
+    def headers(self) -> dict:
+        """HTTP headers that authenticate a client of the dashboard (JobSubmissionClient(headers=...))."""
+        token = self.env.get("RAY_AUTH_TOKEN") if self.env.get("RAY_AUTH_MODE") == "token" else None
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
     def enter(self, node: Node, cwd=None) -> list:
         """The argv prefix that runs a command inside `node`'s namespaces, in `cwd` or else the current
         directory (which must exist there: not under /tmp); the command dies with the nsenter process."""
@@ -105,10 +112,12 @@ class Cluster:
 
     def node_states(self) -> dict:
         """{node IP: "ALIVE" | "DEAD"} as Ray's GCS sees it (a live entry wins over a dead one)."""
-        from ray.util.state import list_nodes
+        from ray.util.state import StateApiClient
+        from ray.util.state.common import ListApiOptions, StateResource
 
+        client = StateApiClient(self.dashboard_url, headers={"Content-Type": "application/json", **self.headers})
         states = {}
-        for n in list_nodes(address=self.dashboard_url, timeout=10, raise_on_missing_output=False):
+        for n in client.list(StateResource.NODES, ListApiOptions(timeout=10), raise_on_missing_output=False):
             if states.get(n.node_ip) != "ALIVE":
                 states[n.node_ip] = n.state
         return states
@@ -286,14 +295,16 @@ def kill_all_but_init(node: Node) -> None:
 
 
 def node_env(changes: dict = None) -> dict:
-    """The environment of a node: this process's with `changes` (a None value removes the variable),
-    the mpi runtime env registered, the venv first on PATH."""
+    """The environment of a node: this process's with Ray's token authentication on, as KubeRay's
+    `authOptions: {mode: token}` sets it in every pod (a token of this cluster's own), then `changes`
+    (a None value removes the variable); the mpi runtime env registered, the venv first on PATH."""
     from raympi.registration import registration_env
 
-    env = {k: v for k, v in {**os.environ, "RAY_ADDRESS": None, **(changes or {})}.items() if v is not None}
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_AUTH_TOKEN_PATH": None}
+    env = {**os.environ, "RAY_ADDRESS": None, **auth, **(changes or {})}
+    env = {k: v for k, v in env.items() if v is not None}
     env.update(registration_env(env))
     env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '')}"
-    env.setdefault("RAY_AUTH_MODE", "disabled")
     return env
 
 

@@ -48,6 +48,7 @@ def describe() -> dict:
         "cpus": sorted(os.sched_getaffinity(0)),
         "nice": os.getpriority(os.PRIO_PROCESS, threading.get_native_id()),  # of this thread (Linux)
         "omp": os.environ.get("OMP_NUM_THREADS"),
+        "through": os.environ.get("RAYMPI_THROUGH"),
     }
 
 
@@ -104,3 +105,32 @@ def noisy_worker():
     print(f"hello from stdout of {comm.rank}", flush=True)
     os.write(2, f"hello from stderr of {comm.rank}\n".encode())
     comm.barrier()
+
+
+def hold_until_released(path: "str | None" = None) -> int:
+    """Every rank records its pids, then waits until `path`.go exists; the sum of the ranks."""
+    comm = MPI.COMM_WORLD
+    path = comm.bcast(path, root=0)
+    record_pids(path)
+    while not os.path.exists(f"{path}.go"):
+        time.sleep(0.1)
+    return comm.allreduce(comm.rank)
+
+
+def shared_pi(samples: "int | None" = None) -> "int | None":
+    """Ray's documented pattern: rank 0's task and the worker entry share one function that calls mpi_init()
+    first; rank 0 gets the number of points inside the quarter circle."""
+    from raympi import mpi_init
+
+    mpi_init()
+    return count_inside(MPI.COMM_WORLD.bcast(samples, root=0))
+
+
+def wait_in_barrier(path: "str | None" = None) -> None:
+    """Every rank records its pids; rank 0 then waits in a barrier that the others never join."""
+    comm = MPI.COMM_WORLD
+    path = comm.bcast(path, root=0)
+    record_pids(path)
+    if comm.rank == 0:
+        comm.barrier()
+    time.sleep(3600)

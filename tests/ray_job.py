@@ -4,7 +4,7 @@ args, with the templates filled in, joined by spaces, as the entrypoint of a Ray
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Dict, NamedTuple, Union
+from typing import Any, Dict, NamedTuple, Optional, Union
 
 from flyteidl.core import errors_pb2, literals_pb2
 from flytekit import FlyteContextManager
@@ -32,16 +32,17 @@ def entrypoint(task, data_dir: Path) -> str:
 
 
 def run_task(dashboard_url: str, task, inputs: Union[Dict[str, Any], LiteralMap], data_dir: Path,
-             working_dir: Path, timeout: float = 240) -> "Finished":
+             working_dir: Path, timeout: float = 240, headers: Optional[dict] = None) -> "Finished":
     """Submit `task` with `inputs` (Python values, or literals such as an upstream task's outputs) as a
-    Ray job; its outputs (as literals and as Python values) and its log, or JobFailed."""
+    Ray job; its outputs (as literals and as Python values) and its log, or JobFailed. `headers`
+    authenticate the client (a cluster with token authentication)."""
     ctx = FlyteContextManager.current_context()
     types = task.python_interface.inputs
     literals = inputs if isinstance(inputs, LiteralMap) else TypeEngine.dict_to_literal_map(
         ctx, inputs, {name: types[name] for name in inputs})
     data_dir.mkdir(parents=True, exist_ok=True)
     write_proto_to_file(literals.to_flyte_idl(), str(data_dir / "inputs.pb"))
-    client = JobSubmissionClient(dashboard_url)
+    client = JobSubmissionClient(dashboard_url, headers=headers)
     job = client.submit_job(entrypoint=entrypoint(task, data_dir), runtime_env={"working_dir": str(working_dir)})
     status = _wait(client, job, timeout)
     logs, written = client.get_job_logs(job), data_dir / "outputs"
@@ -53,9 +54,9 @@ def run_task(dashboard_url: str, task, inputs: Union[Dict[str, Any], LiteralMap]
     return Finished(outputs, TypeEngine.literal_map_to_kwargs(ctx, outputs, task.python_interface.outputs), logs)
 
 
-def wait_until_accepting(dashboard_url: str, timeout: float = 120) -> None:
+def wait_until_accepting(dashboard_url: str, timeout: float = 120, headers: Optional[dict] = None) -> None:
     """Block until the cluster runs jobs: `ray start` returns before the head's job agent is up."""
-    client = JobSubmissionClient(dashboard_url)
+    client = JobSubmissionClient(dashboard_url, headers=headers)
     deadline = time.monotonic() + timeout
     while True:
         try:

@@ -19,7 +19,6 @@ from flytekitplugins.raympi import (
     Launcher,
     RayMPIFunctionTask,
     RayMPIJob,
-    RestartPolicy,
     RunPolicy,
     Worker,
 )
@@ -230,10 +229,6 @@ def test_mpijob_keyword_arguments_work_unchanged(kwargs):
     workers = mpijob.num_workers or mpijob.worker.replicas
     assert ours.world_size == workers * mpijob.slots
     custom_of(ours)
-
-
-def test_restart_policy_is_accepted():
-    assert Worker(restart_policy=RestartPolicy.FAILURE).restart_policy is RestartPolicy.FAILURE
 
 
 def test_pyflyte_package_of_the_examples_has_the_ray_task(tmp_path):

@@ -306,10 +306,18 @@ def gpu_probe() -> List[str]:
     return MPI.COMM_WORLD.gather(os.environ.get("CUDA_VISIBLE_DEVICES", "none"), root=0)
 
 
+@task(task_config=RayMPIJob(worker=Worker(replicas=2, requests=Resources(gpu="1")), slots=1))
+def two_workers_gpu_probe() -> List[str]:
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD.gather(os.environ.get("CUDA_VISIBLE_DEVICES", "none"), root=0)
+
+
 def test_a_gpu_task_after_a_cpu_task_gets_an_embedded_ray_with_gpus(flytekit_log):
     ray.shutdown()  # this test's first task starts the embedded Ray, without GPUs
     assert cpu_then_gpu_probe() == ["none", "none"]
     assert gpu_probe() == ["0,1", "0,1"], "each rank sees the world's 2 GPUs"
+    assert two_workers_gpu_probe() == ["0,1", "0,1"], "every worker's rank sees the GPUs reserved on the node"
     assert re.search(r"restarting the embedded Ray: the task needs 2 GPUs, it has \d+ CPUs and 0 GPUs",
                      flytekit_log.text)
 

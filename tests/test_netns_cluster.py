@@ -84,7 +84,7 @@ def test_job_submitted_from_the_host_runs_and_returns_its_logs(netns_cluster):
         f"task = ray.remote(lambda: socket.gethostname()).options(resources={{'node:{worker.ip}': 0.01}})\n"
         "print('entrypoint on', socket.gethostname(), 'task on', ray.get(task.remote()))"
     )
-    client = JobSubmissionClient(netns_cluster.dashboard_url)
+    client = JobSubmissionClient(netns_cluster.dashboard_url, headers=netns_cluster.headers)
     job = client.submit_job(entrypoint=f"python -c {shlex.quote(code)}")
     deadline = time.monotonic() + 240
     while not (status := client.get_job_status(job)).is_terminal() and time.monotonic() < deadline:

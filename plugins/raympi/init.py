@@ -1,15 +1,17 @@
-"""`mpi_init()`: what an MPI task or actor calls first, as with Ray's former `ray.runtime_env.mpi_init`."""
+"""`mpi_init()`: what MPI code calls first, on any rank, as with Ray's former `ray.runtime_env.mpi_init`."""
 
-from . import rank0
+# True in every rank of an MPI world started by the `mpi` runtime env (set by raympi.runner).
+IN_WORLD = False
 
 
 def mpi_init() -> None:
-    """Check that this process is rank 0 of an MPI world started by the `mpi` runtime env.
+    """Check that this process is a rank of an MPI world started by the `mpi` runtime env; callable on every
+    rank, any number of times, as Ray's was.
 
-    Peers were already started with rank 0's accelerator visibility when the call began; this
-    turns the silent case (Ray ignores an unregistered runtime env field) into a clear error.
+    Peers are started with rank 0's accelerator visibility before their worker entry runs; this turns the
+    silent case (Ray ignores an unregistered runtime env field) into a clear error.
     """
-    if not rank0.ACTIVE:
+    if not IN_WORLD:
         raise RuntimeError(
             "mpi_init() was called outside an MPI world: the 'mpi' runtime env was not applied. "
             "Start Ray with it registered (raympi.init_ray(), or "

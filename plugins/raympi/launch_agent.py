@@ -8,7 +8,6 @@ packages); the agent exits with the daemon's status, and stops it when mpirun st
 daemon and its ranks end with that task: cancelled, its node lost, or its owner (this agent) gone.
 """
 
-import ctypes
 import json
 import logging
 import os
@@ -20,12 +19,12 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from raympi.command import DAEMON_RUNTIME_ENV, RANK_ENV, RAY_ADDRESS_VAR
+from raympi.ray_internals import node_addresses
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _terminate_with_parent() -> None:
-    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+# `python -c _DIE_WITH_PARENT <parent pid> <argv...>`: SIGTERM when the parent dies (prctl PR_SET_PDEATHSIG), then
+# become argv. Set in the child itself: a preexec_fn may deadlock in a process with threads, as a Ray worker is.
+_DIE_WITH_PARENT = ("import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGTERM); "
+                    "os.getppid() == int(sys.argv[1]) or sys.exit(1); os.execv(sys.argv[2], sys.argv[2:])")
 
 
 @ray.remote(num_cpus=0, max_retries=0)
@@ -33,14 +32,14 @@ def run_daemon(command: str) -> int:
     """Run mpirun's daemon command (a shell command line, as ssh would) on this node. Its process
     group ends with this worker (the task cancelled, the node lost): nothing runs on without Ray."""
     guarded = f"trap 'kill -KILL 0' TERM; {{ {command}; }} & wait $!"
-    return subprocess.run(["/bin/sh", "-c", guarded], start_new_session=True,
-                          preexec_fn=_terminate_with_parent).returncode
+    die_with_worker = [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid())]
+    return subprocess.run([*die_with_worker, "/bin/sh", "-c", guarded], start_new_session=True).returncode
 
 
 def node_id(ip: str) -> str:
-    for node in ray.nodes():
-        if node["Alive"] and node["NodeManagerAddress"] == ip:
-            return node["NodeID"]
+    for node, address in node_addresses(alive_only=True).items():
+        if address == ip:
+            return node
     raise LookupError(f"no live Ray node has the address {ip}")
 
 

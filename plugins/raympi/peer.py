@@ -19,10 +19,12 @@ from .errors import MPIRankError
 # How long a failed peer waits for rank 0 to end the world. Rank 0 is silent only when frozen (an MPI call
 # holding the GIL); the peer then exits with an error, and mpirun ends the world.
 RANK0_SILENCE_LIMIT_S = 30.0
+# Output without a line end is forwarded in pieces of this size.
+LINE_LIMIT = 64 * 1024
 
 
-def run(rank: int, rank0_address: tuple, worker_entry: str) -> None:
-    channel = Channel.connect(rank0_address)
+def run(rank: int, rank0_address: tuple, key: bytes, worker_entry: str) -> None:
+    channel = Channel.connect(rank0_address, key)
     channel.send(("hello", rank, socket.gethostname(), os.getpid()))
     output = [OutputForwarder(fd, name, channel) for fd, name in ((1, "stdout"), (2, "stderr"))]
     go = queue.Queue()
@@ -78,11 +80,18 @@ class OutputForwarder:
         self._thread.start()
 
     def _pump(self, read_end: int) -> None:
+        """Send every completed line (ended by \n, or \r as progress bars rewrite theirs) at once, and a line
+        that grows past LINE_LIMIT in pieces: what is held back stays bounded."""
         pending = b""
         while data := os.read(read_end, 65536):
-            complete, newline, pending = (pending + data).rpartition(b"\n")
-            if newline:
-                self._send(complete)
+            pending += data
+            end = max(pending.rfind(b"\n"), pending.rfind(b"\r"))
+            if end >= 0:
+                self._send(pending[:end])
+                pending = pending[end + 1:]
+            if len(pending) >= LINE_LIMIT:
+                self._send(pending)
+                pending = b""
         if pending:
             self._send(pending)
 

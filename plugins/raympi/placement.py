@@ -2,6 +2,8 @@
 
 from typing import TYPE_CHECKING, Dict
 
+from .ray_internals import bundle_nodes, node_addresses
+
 if TYPE_CHECKING:
     from ray.util.placement_group import PlacementGroup
 
@@ -11,11 +13,10 @@ def placement(group: "PlacementGroup", ranks_per_bundle: int) -> Dict:
     (ready) `group`: `hosts` ("ip:ranks", bundle 0's node first: schedule the task in bundle 0, it is
     rank 0) and the `ray_address` where the launch agent for other nodes connects."""
     import ray
-    from ray.util.placement_group import placement_group_table
 
-    ips = {node["NodeID"]: node["NodeManagerAddress"] for node in ray.nodes()}
+    ips = node_addresses()
     ranks: Dict[str, int] = {}
-    for _, node in sorted(placement_group_table(group)["bundles_to_node_id"].items()):
+    for _, node in sorted(bundle_nodes(group).items()):
         ranks[ips[node]] = ranks.get(ips[node], 0) + ranks_per_bundle
     return {"hosts": [f"{ip}:{n}" for ip, n in ranks.items()],
             "ray_address": ray.get_runtime_context().gcs_address}

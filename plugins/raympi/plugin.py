@@ -10,11 +10,9 @@ import logging
 import shlex
 from typing import List
 
-from ray._private.runtime_env.context import RuntimeEnvContext
-from ray._private.runtime_env.plugin import RuntimeEnvPlugin
-
 from .command import DAEMON_RUNTIME_ENV, mpirun_command
 from .config import MPIConfig
+from .ray_internals import RuntimeEnvContext, RuntimeEnvPlugin
 
 
 class MPIPlugin(RuntimeEnvPlugin):

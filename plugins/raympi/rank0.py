@@ -3,23 +3,16 @@ peers: the body runs on one dedicated thread while the calling thread watches th
 so a failure on any rank ends the call at once, even while the body is stuck in an MPI call."""
 
 import os
-import runpy
 import socket
 import sys
 import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
 
+from . import ray_internals
 from .errors import MPIRankError
 from .supervisor import Supervisor
-
-if TYPE_CHECKING:
-    from ray._private.function_manager import FunctionExecutionInfo
-
-# True in the process that is rank 0 of an MPI world (see mpi_init).
-ACTIVE = False
 
 
 class WorldGuard:
@@ -28,11 +21,9 @@ class WorldGuard:
         self._body = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raympi-rank0")
         self._started = False
 
-    def execution_info(self, info: "FunctionExecutionInfo", is_task: bool) -> "FunctionExecutionInfo":
-        """Guard `info`'s function; a task also ends its worker after one call (a fresh world each)."""
-        if info.function_name.startswith("__ray"):
-            return info
-        return info._replace(function=self._guarded(info.function, is_task), max_calls=1 if is_task else 0)
+    def guard(self, function, is_task: bool):
+        """`function` guarded, and the calls after which the worker exits: a task's after one (a fresh world each)."""
+        return self._guarded(function, is_task), 1 if is_task else 0
 
     def _guarded(self, function, is_task: bool):
         def run(*args, **kwargs):
@@ -67,10 +58,8 @@ def _rank0_error(reason: str) -> MPIRankError:
 
 def _accelerator_env() -> dict:
     """Rank 0's accelerator visibility (CUDA_VISIBLE_DEVICES, ...), handed to every peer."""
-    from ray._private.accelerators import get_all_accelerator_managers
-
-    names = (m.get_visible_accelerator_ids_env_var() for m in get_all_accelerator_managers())
-    return {name: os.environ[name] for name in names if name and name in os.environ}
+    names = ray_internals.visible_accelerator_env_vars()
+    return {name: os.environ[name] for name in names if name in os.environ}
 
 
 def _exit_when_gone(pid: int) -> None:
@@ -84,24 +73,12 @@ def _exit_when_gone(pid: int) -> None:
 
 def run_ray_worker(supervisor: Supervisor, ray_worker_argv: list) -> None:
     """Run Ray's default worker (`ray_worker_argv[0]`) in this process, with every call guarded."""
-    from ray._private.function_manager import FunctionActorManager
-
-    global ACTIVE
-    ACTIVE = True
-    guard = WorldGuard(supervisor)
-    load = FunctionActorManager.get_execution_info
-
-    def get_execution_info(manager, job_id, function_descriptor):
-        info = load(manager, job_id, function_descriptor)
-        return guard.execution_info(info, is_task=not function_descriptor.class_name)
-
-    FunctionActorManager.get_execution_info = get_execution_info
+    ray_internals.guard_calls(WorldGuard(supervisor).guard)
     # Ray's own orphan check looks at the parent pid, which here is mpirun's: watch the raylet instead.
-    threading.Thread(target=_exit_when_gone, args=(int(os.environ["RAY_RAYLET_PID"]),),
+    threading.Thread(target=_exit_when_gone, args=(ray_internals.raylet_pid(),),
                      name="raympi-raylet-watch", daemon=True).start()
-    sys.argv = list(ray_worker_argv)
     try:
-        runpy.run_path(ray_worker_argv[0], run_name="__main__")
+        ray_internals.run_default_worker(ray_worker_argv)
         code = 0
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else 1

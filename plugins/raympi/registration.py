@@ -4,6 +4,8 @@ import json
 import os
 
 from .config import SCHEMA_PATH
+from .ray_internals import PRESTART_WORKER_FIRST_DRIVER, RUNTIME_ENV_PLUGIN_SCHEMAS, RUNTIME_ENV_PLUGINS, \
+    WORKER_REGISTER_TIMEOUT
 
 PLUGIN_CLASS = "raympi.plugin.MPIPlugin"
 # Raylet settings that MPI worlds need (Ray reads RAY_<setting> where the raylet starts).
@@ -12,28 +14,27 @@ RAYLET_ENV = {
     # Ray on other nodes, every rank's imports and MPI_Init. Past Ray's default (60 s, one Python process's
     # start) the raylet starts another world for the same task, and after 5 such retries fails the task
     # with "Failed to startup worker".
-    "RAY_worker_register_timeout_seconds": "300",
+    WORKER_REGISTER_TIMEOUT: "300",
     # raympi.launch_agent is a Ray driver on rank 0's node. The raylet answers a node's first driver only
     # once workers it prestarts for it have registered; on a 1-CPU node, whose rank 0 is still starting,
     # none ever does, and the world waits for the agent forever.
-    "RAY_prestart_worker_first_driver": "0",
+    PRESTART_WORKER_FIRST_DRIVER: "0",
 }
 # What a Ray node's environment needs for the `mpi` runtime env (e.g. in a KubeRay pod).
-PLUGIN_ENV = {"RAY_RUNTIME_ENV_PLUGINS": json.dumps([{"class": PLUGIN_CLASS}]), **RAYLET_ENV}
+PLUGIN_ENV = {RUNTIME_ENV_PLUGINS: json.dumps([{"class": PLUGIN_CLASS}]), **RAYLET_ENV}
 
 
 def registration_env(environ=os.environ) -> dict:
     """Environment variables that make a Ray started with them know the `mpi` runtime env (merged with
     plugins and schemas already registered in `environ`) and run MPI worlds (RAYLET_ENV)."""
-    plugins = json.loads(environ.get("RAY_RUNTIME_ENV_PLUGINS") or "[]")
+    plugins = json.loads(environ.get(RUNTIME_ENV_PLUGINS) or "[]")
     if all(p.get("class") != PLUGIN_CLASS for p in plugins):
         plugins.append({"class": PLUGIN_CLASS})
-    schemas = [s for s in (environ.get("RAY_RUNTIME_ENV_PLUGIN_SCHEMAS") or "").split(",") if s]
+    schemas = [s for s in (environ.get(RUNTIME_ENV_PLUGIN_SCHEMAS) or "").split(",") if s]
     if str(SCHEMA_PATH) not in schemas:
         schemas.append(str(SCHEMA_PATH))
     raylet = {name: environ.get(name, value) for name, value in RAYLET_ENV.items()}
-    return {"RAY_RUNTIME_ENV_PLUGINS": json.dumps(plugins), "RAY_RUNTIME_ENV_PLUGIN_SCHEMAS": ",".join(schemas),
-            **raylet}
+    return {RUNTIME_ENV_PLUGINS: json.dumps(plugins), RUNTIME_ENV_PLUGIN_SCHEMAS: ",".join(schemas), **raylet}
 
 
 def init_ray(**ray_init_kwargs):

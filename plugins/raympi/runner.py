@@ -6,8 +6,12 @@ Rank 0 becomes the Ray worker; ranks 1..N-1 become its peers and run `worker_ent
 rank 0 checks that the world's ranks run where they were reserved.
 """
 
+import os
+import socket
 import sys
 from typing import Dict
+
+from .ray_internals import NODE_IP_ARG, worker_node_ip
 
 
 def main(argv) -> None:
@@ -15,22 +19,29 @@ def main(argv) -> None:
     worker_entry, ray_worker_argv = argv[0], argv[1:]
     from mpi4py import MPI
 
+    from . import init
+
+    init.IN_WORLD = True
     comm = MPI.COMM_WORLD
-    # mpi4py's first reduction of Python objects on a communicator duplicates it while holding the GIL, until
-    # every rank has joined. In rank 0's body, a peer that failed first would freeze rank 0's supervision.
-    comm.allreduce(0)
+    # Which loopback each rank reaches. Also a warm-up: mpi4py's first reduction of Python objects on a
+    # communicator duplicates it while holding the GIL, until every rank has joined. In rank 0's body, a
+    # peer that failed first would freeze rank 0's supervision.
+    networks = comm.allreduce([_network()])
     if comm.rank == 0:
         from . import rank0
+        from .channel import new_key
         from .supervisor import Supervisor
 
-        node_ip = _node_ip(ray_worker_argv)
-        supervisor = Supervisor(comm.size, node_ip, expected)
-        comm.bcast((node_ip, supervisor.port))
+        node_ip, key = _node_ip(ray_worker_argv), new_key()
+        host = "127.0.0.1" if len(set(networks)) == 1 else node_ip
+        supervisor = Supervisor(comm.size, host, node_ip, key, expected)
+        # MPI carries the key: the channel trusts only who got it from this broadcast.
+        comm.bcast((supervisor.address, key))
         rank0.run_ray_worker(supervisor, ray_worker_argv)
     else:
         from . import peer
 
-        peer.run(comm.rank, comm.bcast(None), worker_entry)
+        peer.run(comm.rank, *comm.bcast(None), worker_entry)
 
 
 def _parse_hosts(option: str) -> Dict[str, int]:
@@ -40,10 +51,20 @@ def _parse_hosts(option: str) -> Dict[str, int]:
 
 
 def _node_ip(ray_worker_argv) -> str:
-    for arg in ray_worker_argv:
-        if arg.startswith("--node-ip-address="):
-            return arg.split("=", 1)[1]
-    return "127.0.0.1"
+    """The node's IP as Ray reports it to its worker (what mpirun's --host names)."""
+    node_ip = worker_node_ip(ray_worker_argv)
+    if node_ip is None:
+        raise RuntimeError(f"rank 0 was started without Ray's {NODE_IP_ARG} worker argument: {ray_worker_argv}")
+    return node_ip
+
+
+def _network() -> str:
+    """The network namespace this process is in (its loopback), unique on the machine and across machines."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as boot:
+            return f"{boot.read().strip()}/{os.stat('/proc/self/ns/net').st_ino}"
+    except OSError:  # not Linux: a host name
+        return socket.gethostname()
 
 
 if __name__ == "__main__":

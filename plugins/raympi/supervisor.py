@@ -1,25 +1,29 @@
 """Rank 0's side of the world: it accepts every peer's channel, starts the peers, prints their
 output, and learns first-hand when one of them fails or finishes."""
 
-import socket
+import ipaddress
 import sys
 import threading
 from collections import Counter
 from concurrent.futures import Future
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
-from .channel import Channel
+from .channel import Channel, ChannelListener
 from .errors import MPIRankError, MPIWorldError
 
 PEER_CONNECT_TIMEOUT_S = 120.0
+INTERRUPT_CHECK_S = 0.2
 
 
 class Supervisor:
-    def __init__(self, world_size: int, node_ip: str, expected_hosts: Optional[Dict[str, int]] = None):
-        """`expected_hosts`: ranks per node IP that Ray reserved; the started world must match it."""
+    def __init__(self, world_size: int, host: str, node_ip: str, key: bytes,
+                 expected_hosts: Optional[Dict[str, int]] = None):
+        """Listens on `host` (loopback when every rank is on this node, else `node_ip`, the node's IP
+        that Ray reports) for peers that hold `key`. `expected_hosts`: ranks per node IP that Ray
+        reserved; the started world must match it."""
         self.world_size = world_size
         self._node_ip, self._expected_hosts = node_ip, expected_hosts
-        self._listener = socket.create_server(("0.0.0.0", 0))
+        self._listener = ChannelListener(host, key)
         self._peers: Dict[int, Channel] = {}
         self._peer_ips: Dict[int, str] = {}
         self._finished = set()
@@ -29,8 +33,9 @@ class Supervisor:
         threading.Thread(target=self._accept, name="raympi-accept", daemon=True).start()
 
     @property
-    def port(self) -> int:
-        return self._listener.getsockname()[1]
+    def address(self) -> Tuple[str, int]:
+        """Where peers connect."""
+        return self._listener.address
 
     @property
     def failure(self) -> Optional[MPIWorldError]:
@@ -59,7 +64,9 @@ class Supervisor:
 
         body.add_done_callback(lambda _: self._notify())
         with self._changed:
-            self._changed.wait_for(settled)
+            # In slices: Ray cancels a call by interrupting this (the main) thread, which an untimed wait never sees.
+            while not self._changed.wait_for(settled, timeout=INTERRUPT_CHECK_S):
+                pass
             self._raise_if_failed()
 
     def fail(self, error: MPIWorldError) -> None:
@@ -106,22 +113,20 @@ class Supervisor:
         self._changed.notify_all()
 
     def _accept(self):
-        while True:
-            try:
-                sock, (peer_ip, *_) = self._listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(Channel(sock), peer_ip), name="raympi-peer",
-                             daemon=True).start()
+        for connection, peer_ip in self._listener.accept():
+            threading.Thread(target=self._serve, args=(connection, peer_ip), name="raympi-peer", daemon=True).start()
 
-    def _serve(self, channel: Channel, peer_ip: str):
+    def _serve(self, connection, peer_ip: str):
+        channel = self._listener.authenticate(connection, peer_ip)
+        if channel is None:
+            return
         hello = channel.receive()
         if hello is None:
             return
         _, rank, host, pid = hello
         with self._changed:
             self._peers[rank] = channel
-            self._peer_ips[rank] = peer_ip
+            self._peer_ips[rank] = self._node_ip if ipaddress.ip_address(peer_ip).is_loopback else peer_ip
             if self._failure:
                 channel.send(("exit",))
             self._changed.notify_all()

@@ -91,3 +91,20 @@ def horovod_two_nodes(epochs: int) -> (float, List[str]):
     model, accuracy = horovod_digits.train(epochs=epochs, batch_size=32, learning_rate=0.005)
     digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parameters())).hexdigest()
     return accuracy, hvd.allgather_object(f"{node_ips()} {digest}")
+
+
+@task(task_config=RayMPIJob(worker=Worker(replicas=2), slots=1))
+def two_nodes_held(started: str, release: str) -> int:
+    """Once every rank has started (rank 0 then writes `started`), all wait until `release` exists; the sum
+    of the ranks."""
+    import time
+
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    comm.barrier()
+    if comm.rank == 0:
+        Path(started).write_text(node_ips())
+    while not os.path.exists(release):
+        time.sleep(0.2)
+    return comm.allreduce(comm.rank)

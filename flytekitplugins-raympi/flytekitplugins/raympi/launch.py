@@ -50,17 +50,21 @@ def run(task, ctx: FlyteContext, inputs: LiteralMap) -> LiteralMap:
     config: RayMPIJob = task.task_config
     connected = _connect(config)
     embedded = connected is not None and connected.address is None
-    bundle = {"GPU": config.slots} if config.gpus_per_worker else {"CPU": config.slots}
-    # An embedded Ray is one node; on a cluster each worker is a node of its own, as in an MPIJob.
-    reservation = placement_group([bundle] * config.workers, strategy="PACK" if embedded else "STRICT_SPREAD")
+    # On a cluster each worker is a node of its own, as in an MPIJob. An embedded Ray is one node: one bundle for
+    # the whole world, all of it rank 0's, so every rank sees all the GPUs reserved on the node (not rank 0's
+    # share) and picks by its local rank.
+    ranks_per_bundle = config.world_size if embedded else config.slots
+    resource = "GPU" if config.gpus_per_worker else "CPU"
+    reservation = placement_group([{resource: ranks_per_bundle}] * (config.world_size // ranks_per_bundle),
+                                  strategy="STRICT_SPREAD")
     params = ctx.user_space_params
     try:
         _wait_for(reservation, config)
         rank0 = _RANK0.options(
             name=f"{task.name} (MPI rank 0)",
-            num_cpus=0 if config.gpus_per_worker else config.slots,
-            num_gpus=config.slots if config.gpus_per_worker else 0,
-            runtime_env=_runtime_env(config, raympi.placement(reservation, config.slots), embedded),
+            num_cpus=ranks_per_bundle if resource == "CPU" else 0,
+            num_gpus=ranks_per_bundle if resource == "GPU" else 0,
+            runtime_env=_runtime_env(config, raympi.placement(reservation, ranks_per_bundle), embedded),
             scheduling_strategy=PlacementGroupSchedulingStrategy(reservation, placement_group_bundle_index=0),
         )
         assignment = Assignment(

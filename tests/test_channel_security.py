@@ -1,0 +1,186 @@
+"""The ranks' control channel against strangers: nothing a stranger sends is unpickled, a wrong key is refused,
+the job goes on as if nobody had called, and rank 0 listens only where its peers are.
+
+What listens is read from the kernel (/proc/<pid>/net/tcp*), not from our code."""
+
+import pickle
+import shutil
+import socket
+import struct
+import sys
+import tempfile
+import threading
+import time
+from multiprocessing.connection import AuthenticationError
+from pathlib import Path
+
+import pytest
+import ray
+
+from conftest import TESTS_DIR, recorded_pids
+from raympi import channel, mpi_init
+from raympi.channel import Channel, ChannelListener, new_key
+from scripts.netns_cluster import netns_pids
+from sockets import connected_to, listening, reachable
+
+sys.path.insert(0, str(TESTS_DIR / "job_code"))
+import mpi_jobs  # noqa: E402
+
+RANKS = 3
+
+
+class Opens:
+    """Unpickling it creates a file: proof that a stranger's bytes were deserialized."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def framings(payload: bytes) -> dict:
+    """A pickle as length-prefixed framings might carry it (multiprocessing.connection's: "!i", and -1 + "!Q")."""
+    framed = {f"{name}-length": struct.pack(fmt, len(payload)) + payload
+              for name, fmt in (("4-byte big-endian", "!I"), ("4-byte little-endian", "<I"),
+                                ("8-byte big-endian", "!Q"), ("8-byte little-endian", "<Q"))}
+    return {**framed, "raw": payload, "-1 then 8-byte length": struct.pack("!i", -1) + struct.pack("!Q", len(payload))
+            + payload}
+
+
+def send_as_stranger(address, data: bytes) -> None:
+    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.settimeout(2)
+        try:
+            sock.connect(address)
+            sock.sendall(data)
+            sock.recv(4096)  # whatever the listener answers first (a challenge), or a timeout
+        except OSError:
+            pass
+
+
+def channels(rank_pids) -> set:
+    """Where rank 0 channels listen: the addresses a rank listens on that other ranks are connected to (Open MPI's
+    TCP listeners are on the wildcard address, so connections to them name another). Ray may have prestarted an
+    idle world beside the one at work: one each."""
+    listened = {address: pid for pid in rank_pids for address in listening(pid)}
+    found = {address for other in rank_pids for address in connected_to(other)
+             if listened.get(address, other) != other}
+    assert found, f"no rank is connected to another's listener; listeners: {listened}"
+    return found
+
+
+@ray.remote(runtime_env={"mpi": {"args": ["--oversubscribe", "-n", str(RANKS)],
+                                 "worker_entry": "mpi_entries.hold_until_released"}}, max_retries=0)
+def held_world(path: str) -> int:
+    mpi_init()
+    import mpi_entries
+
+    return mpi_entries.hold_until_released(path)
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_strangers_on_every_port_of_a_world_unpickle_nothing_and_change_nothing(tmp_path):
+    pids_file, marker = tmp_path / "pids", tmp_path / "unpickled"
+    result = held_world.remote(str(pids_file))
+    deadline = time.monotonic() + 120
+    while len(pids_file.read_text().splitlines() if pids_file.exists() else []) < RANKS:
+        assert time.monotonic() < deadline, "the world did not start"
+        time.sleep(0.2)
+    ranks = {int(line.split()[0]) for line in pids_file.read_text().splitlines()}
+    processes = recorded_pids(pids_file)  # the ranks and mpirun
+    ports = {reachable(address) for pid in processes for address in listening(pid)}
+    assert len(ports) > 1, f"listeners: {sorted(ports)}: Open MPI's and Ray's, besides ours"
+    payloads = framings(pickle.dumps(Opens(marker)))
+    for address in sorted(ports):
+        for data in payloads.values():
+            send_as_stranger(address, data)
+    assert not marker.exists(), "a stranger's pickle was unpickled"
+
+    (rank0_channel,) = channels(ranks)
+    assert rank0_channel[0] == "127.0.0.1", "a world on one node is supervised over loopback only"
+    for i in range(200):  # a flood of strangers at the channel: half say nothing, half send a payload
+        send_as_stranger(rank0_channel, payloads["4-byte big-endian-length"] if i % 2 else b"")
+    (tmp_path / "pids.go").touch()
+    assert ray.get(result, timeout=120) == sum(range(RANKS))
+    assert not marker.exists(), "a stranger's pickle was unpickled"
+
+
+def test_a_wrong_key_is_refused_and_its_bytes_never_unpickled(tmp_path):
+    key, marker = new_key(), tmp_path / "unpickled"
+    listener = ChannelListener("127.0.0.1", key)
+    accepted = []
+    threading.Thread(target=lambda: [accepted.append(listener.authenticate(*c)) for c in listener.accept()],
+                     daemon=True).start()
+    try:
+        with pytest.raises(AuthenticationError):
+            Channel.connect(listener.address, new_key())
+        send_as_stranger(listener.address, framings(pickle.dumps(Opens(marker)))["4-byte big-endian-length"])
+        peer = Channel.connect(listener.address, key)
+        peer.send(("hello", 1))
+        _wait_for(lambda: len(accepted) == 3)
+        refused, also_refused, trusted = accepted
+        assert refused is None and also_refused is None
+        assert trusted.receive() == ("hello", 1)
+        assert not marker.exists()
+    finally:
+        listener.close()
+
+
+def test_a_silent_stranger_holds_up_no_peer_and_is_dropped(monkeypatch):
+    monkeypatch.setattr(channel, "HANDSHAKE_TIMEOUT_S", 2.0)
+    key = new_key()
+    listener = ChannelListener("127.0.0.1", key)
+    accepted = []
+    threading.Thread(target=lambda: [accepted.append(listener.authenticate(*c)) for c in listener.accept()],
+                     daemon=True).start()
+    try:
+        with socket.create_connection(listener.address) as silent:
+            peer = Channel.connect(listener.address, key)  # while the stranger holds its connection
+            _wait_for(lambda: any(accepted))
+            peer.send("go")
+            assert next(filter(None, accepted)).receive() == "go"
+            silent.settimeout(30)
+            silent.recv(4096)  # the challenge
+            assert silent.recv(4096) == b"", "the silent stranger is disconnected after the handshake timeout"
+    finally:
+        listener.close()
+
+
+def mpi_rank(pid: int) -> bool:
+    """Whether `pid` is an MPI rank (mpirun gives every rank PMIX_RANK; rank 0 renames itself as a Ray worker)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return any(var.startswith(b"PMIX_RANK=") for var in f.read().split(b"\0"))
+    except OSError:
+        return False
+
+
+def _wait_for(condition, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_across_nodes_rank0_listens_on_its_node_ip_with_ray_token_auth_on(netns_cluster):
+    """The namespace cluster runs Ray with token authentication, as KubeRay's authOptions sets it up."""
+    assert netns_cluster.env["RAY_AUTH_MODE"] == "token" and netns_cluster.headers
+    shared = Path(tempfile.mkdtemp(prefix="raympi-", dir="/var/tmp"))  # every node sees it (/tmp is private)
+    started, release = shared / "started", shared / "release"
+    driver = netns_cluster.driver(f"""
+        import mpi_jobs
+        emit(mpi_jobs.two_nodes_held(started={str(started)!r}, release={str(release)!r}))
+    """, cwd=TESTS_DIR / "job_code")
+    try:
+        _wait_for(lambda: started.exists() or driver.poll() is not None, timeout=600)
+        assert started.exists(), driver.communicate()[1][-5000:]
+        ranks = [pid for node in netns_cluster.workers for pid in netns_pids(node.netns) if mpi_rank(pid)]
+        assert {ip for ip, _ in channels(ranks)} == {started.read_text()}, "rank 0 listens on its node's IP only"
+        release.touch()
+        assert driver.result(timeout=300) == 1
+    finally:
+        release.touch()
+        driver.kill()
+        shutil.rmtree(shared, ignore_errors=True)
