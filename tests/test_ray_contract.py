@@ -42,6 +42,7 @@ INTERNALS = {
     11: "placement_group_table(group)['bundles_to_node_id']",
     12: "RAY_JOB_CONFIG_JSON_ENV_VAR",
     13: "get_all_accelerator_managers().get_visible_accelerator_ids_env_var()",
+    14: "GcsClient(address=...).get_all_node_info(timeout=..., state_filter=ALIVE)",
 }
 
 
@@ -426,6 +427,15 @@ def test_10_11_nodes_and_placement_group_bundles():
         remove_placement_group(group)
     assert list(bundles) == [0] and bundles[0] in addresses, \
         broken(11) + f"bundles_to_node_id is {bundles}, the nodes {list(addresses)}"
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_14_the_gcs_names_the_live_nodes_to_a_process_without_a_ray_connection():
+    gcs = ray.get_runtime_context().gcs_address
+    code = f"from raympi.ray_internals import live_node_ips; print(sorted(live_node_ips({gcs!r})))"
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=CALL_TIMEOUT_S)
+    assert found.returncode == 0, broken(14) + found.stderr[-2000:]
+    assert found.stdout.strip() == str([ray.util.get_node_ip_address()]), broken(14) + found.stdout
 
 
 @pytest.mark.usefixtures("local_ray")

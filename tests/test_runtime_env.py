@@ -350,6 +350,35 @@ def test_args_mpirun_rejects_fail_fast_instead_of_retrying_forever():
     assert "not enough slots" in str(caught.value).lower()
 
 
+@ray.remote(max_retries=0)
+def never_runs() -> None:
+    pass
+
+
+def test_a_host_that_is_no_ray_node_fails_the_call_at_once_naming_it():
+    """The launch agent would find no node to start the daemon on; mpirun, the worker, would die starting, and Ray
+    would start it again and again."""
+    hosts = [f"{ray.util.get_node_ip_address()}:1", "10.255.255.1:1"]  # the second: no node (never contacted)
+    mpi = {"args": ["-n", "2"], "worker_entry": "mpi_entries.pi_worker", "hosts": hosts,
+           "ray_address": ray.get_runtime_context().gcs_address}
+    began = time.monotonic()
+    with pytest.raises(RuntimeEnvSetupError, match=r"\['10.255.255.1:1'\] are no live node of the Ray cluster"):
+        ray.get(never_runs.options(runtime_env={"mpi": mpi}).remote(), timeout=60)
+    assert time.monotonic() - began < 30
+
+
+def test_an_interpreter_without_raympi_fails_the_call_at_once_saying_what_to_install(tmp_path):
+    bare = tmp_path / "bare"
+    subprocess.run([os.sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    python = str(bare / "bin" / "python")
+    began = time.monotonic()
+    with pytest.raises(RuntimeEnvSetupError, match=rf"`{python} -m raympi.runner`, which cannot import raympi and "
+                                                   r"mpi4py there \(ModuleNotFoundError: .*pip install"):
+        ray.get(never_runs.options(runtime_env={"py_executable": python, **mpi_env(2, "pi_worker")}).remote(),
+                timeout=60)
+    assert time.monotonic() - began < 30
+
+
 def test_entry_that_does_not_import_is_a_clear_error():
     @ray.remote(runtime_env={"mpi": {"args": ["-n", "2"], "worker_entry": "mpi_entries.no_such_function"}})
     def task():

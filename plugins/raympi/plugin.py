@@ -4,12 +4,12 @@ Register it in the environment of whatever starts the raylet, before Ray starts:
     RAY_RUNTIME_ENV_PLUGINS='[{"class": "raympi.plugin.MPIPlugin"}]'
 """
 
-import asyncio
 import json
 import logging
 import shlex
 from typing import List
 
+from . import preflight
 from .command import DAEMON_RUNTIME_ENV, mpirun_command
 from .config import MPIConfig
 from .ray_internals import RuntimeEnvContext, RuntimeEnvPlugin
@@ -25,18 +25,11 @@ class MPIPlugin(RuntimeEnvPlugin):
         MPIConfig.parse(runtime_env_dict["mpi"])
 
     async def create(self, uri, runtime_env, context: RuntimeEnvContext, logger: logging.Logger) -> float:
-        """Let mpirun check the args (slots, flags) without launching: a world that cannot start would
-        otherwise make Ray retry the worker forever, a hang instead of an error."""
-        config = MPIConfig.parse(runtime_env["mpi"])
-        process = await asyncio.create_subprocess_exec(
-            *mpirun_command(config, context.py_executable, "--do-not-launch"),
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        )
-        _, stderr = await process.communicate()
-        if process.returncode != 0:
-            raise RuntimeError(
-                f"mpirun rejected runtime_env['mpi']['args'] = {config.args}:\n{stderr.decode(errors='replace')}"
-            )
+        """Fail the setup, naming the cause, where the world could not start (see raympi.preflight): Ray would
+        otherwise retry the worker forever, a hang instead of an error."""
+        problems = await preflight.problems(MPIConfig.parse(runtime_env["mpi"]), context.py_executable)
+        if problems:
+            raise RuntimeError("\n".join(problems))
         return 0
 
     def modify_context(self, uris: List[str], runtime_env, context: RuntimeEnvContext,

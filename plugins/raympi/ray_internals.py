@@ -47,13 +47,16 @@ inside the functions below, or on first access to `RuntimeEnvPlugin` / `RuntimeE
 13. `get_all_accelerator_managers()` (ray._private.accelerators), each with
     `get_visible_accelerator_ids_env_var()`: rank 0 hands its CUDA_VISIBLE_DEVICES (...) to the peers.
     raympi.rank0 (visible_accelerator_env_vars).
+14. `ray._raylet.GcsClient(address=...).get_all_node_info(timeout=, state_filter=GcsNodeInfo.GcsNodeState.ALIVE)`
+    ({node ID: GcsNodeInfo with node_manager_address}): the runtime env agent, which has no Ray connection,
+    asks the GCS which nodes are alive. raympi.preflight (live_node_ips).
 """
 
 import importlib
 import json
 import os
 import sys
-from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
 if TYPE_CHECKING:
     from ray._private.runtime_env.context import RuntimeEnvContext  # noqa: F401
@@ -149,3 +152,13 @@ def visible_accelerator_env_vars() -> List[str]:
     from ray._private.accelerators import get_all_accelerator_managers
 
     return [name for name in (m.get_visible_accelerator_ids_env_var() for m in get_all_accelerator_managers()) if name]
+
+
+def live_node_ips(gcs_address: str, timeout: float = 10) -> Set[str]:
+    """The IPs of the live nodes of the Ray cluster whose GCS is at `gcs_address`, asked directly. (14)"""
+    from ray._raylet import GcsClient
+    from ray.core.generated.gcs_pb2 import GcsNodeInfo
+
+    nodes = GcsClient(address=gcs_address).get_all_node_info(timeout=timeout,
+                                                            state_filter=GcsNodeInfo.GcsNodeState.ALIVE)
+    return {node.node_manager_address for node in nodes.values()}
