@@ -1,5 +1,5 @@
-"""The `mpi` runtime env field: its JSON schema (shared with Ray's client-side schema check) and
-the validated config."""
+"""The `mpi` runtime env field: its JSON schema and the validated config. MPIPlugin.validate checks every value
+on the node; Ray checks the registered schema only where a field is set on a `RuntimeEnv` object."""
 
 import json
 from dataclasses import dataclass, field
