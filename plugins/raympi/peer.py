@@ -80,8 +80,8 @@ class OutputForwarder:
         self._thread.start()
 
     def _pump(self, read_end: int) -> None:
-        """Send every completed line (ended by \n, or \r as progress bars rewrite theirs) at once, and a line
-        that grows past LINE_LIMIT in pieces: what is held back stays bounded."""
+        """Send every completed line (ended by a newline, or a carriage return as progress bars rewrite theirs)
+        at once, and a line that grows past LINE_LIMIT in pieces: what is held back stays bounded."""
         pending = b""
         while data := os.read(read_end, 65536):
             pending += data
