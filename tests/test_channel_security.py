@@ -107,12 +107,18 @@ def test_strangers_on_every_port_of_a_world_unpickle_nothing_and_change_nothing(
     assert not marker.exists(), "a stranger's pickle was unpickled"
 
 
-def test_a_wrong_key_is_refused_and_its_bytes_never_unpickled(tmp_path):
-    key, marker = new_key(), tmp_path / "unpickled"
-    listener = ChannelListener("127.0.0.1", key)
+def accept_in_background(listener: ChannelListener) -> list:
+    """What `listener` makes of each connection (a Channel, or None when refused), as they come."""
     accepted = []
     threading.Thread(target=lambda: [accepted.append(listener.authenticate(*c)) for c in listener.accept()],
                      daemon=True).start()
+    return accepted
+
+
+def test_a_wrong_key_is_refused_and_its_bytes_never_unpickled(tmp_path):
+    key, marker = new_key(), tmp_path / "unpickled"
+    listener = ChannelListener("127.0.0.1", key)
+    accepted = accept_in_background(listener)
     try:
         with pytest.raises(AuthenticationError):
             Channel.connect(listener.address, new_key())
@@ -132,9 +138,7 @@ def test_a_silent_stranger_holds_up_no_peer_and_is_dropped(monkeypatch):
     monkeypatch.setattr(channel, "HANDSHAKE_TIMEOUT_S", 2.0)
     key = new_key()
     listener = ChannelListener("127.0.0.1", key)
-    accepted = []
-    threading.Thread(target=lambda: [accepted.append(listener.authenticate(*c)) for c in listener.accept()],
-                     daemon=True).start()
+    accepted = accept_in_background(listener)
     try:
         with socket.create_connection(listener.address) as silent:
             peer = Channel.connect(listener.address, key)  # while the stranger holds its connection

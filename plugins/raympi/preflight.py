@@ -21,13 +21,13 @@ _IMPORTING: Set[str] = set()
 async def problems(config: MPIConfig, python: str) -> List[str]:
     """What keeps the world of `config`, started with `python` (a Ray py_executable), from starting."""
     found = await asyncio.gather(_mpirun_refuses(config, python), _cannot_import(python), _unknown_hosts(config))
-    return [problem for problem in found if problem]
+    return [problem for problem in found if problem is not None]
 
 
 async def _mpirun_refuses(config: MPIConfig, python: str) -> Optional[str]:
     """mpirun checks the args (slots, flags) without launching."""
     code, stderr = await _run(mpirun_command(config, python, "--do-not-launch"))
-    return code and f"mpirun rejected runtime_env['mpi']['args'] = {config.args}:\n{stderr}"
+    return f"mpirun rejected runtime_env['mpi']['args'] = {config.args}:\n{stderr}" if code else None
 
 
 async def _cannot_import(python: str) -> Optional[str]:
@@ -49,8 +49,10 @@ async def _unknown_hosts(config: MPIConfig) -> Optional[str]:
         return None
     live = await asyncio.get_running_loop().run_in_executor(None, live_node_ips, config.ray_address)
     unknown = [host for host in config.hosts if host.rsplit(":", 1)[0] not in live]
-    return unknown and (f"runtime_env['mpi']['hosts'] {unknown} are no live node of the Ray cluster at "
-                        f"{config.ray_address} (live: {sorted(live)}): take the hosts from raympi.placement(...)")
+    if not unknown:
+        return None
+    return (f"runtime_env['mpi']['hosts'] {unknown} are no live node of the Ray cluster at {config.ray_address} "
+            f"(live: {sorted(live)}): take the hosts from raympi.placement(...)")
 
 
 async def _run(argv: List[str]):

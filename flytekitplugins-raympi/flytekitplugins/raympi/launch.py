@@ -53,10 +53,9 @@ def run(task, ctx: FlyteContext, inputs: LiteralMap) -> LiteralMap:
     # On a cluster each worker is a node of its own, as in an MPIJob. An embedded Ray is one node: one bundle for
     # the whole world, all of it rank 0's, so every rank sees all the GPUs reserved on the node (not rank 0's
     # share) and picks by its local rank.
-    ranks_per_bundle = config.world_size if embedded else config.slots
+    bundles, ranks_per_bundle = (1, config.world_size) if embedded else (config.workers, config.slots)
     resource = "GPU" if config.gpus_per_worker else "CPU"
-    reservation = placement_group([{resource: ranks_per_bundle}] * (config.world_size // ranks_per_bundle),
-                                  strategy="STRICT_SPREAD")
+    reservation = placement_group([{resource: ranks_per_bundle}] * bundles, strategy="STRICT_SPREAD")
     params = ctx.user_space_params
     try:
         _wait_for(reservation, config)
