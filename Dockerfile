@@ -34,7 +34,6 @@ COPY --from=build /opt/venv /opt/venv
 ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
 # Every Ray node started from this image knows the `mpi` runtime env and runs MPI worlds (raympi/registration.py).
 ENV RAY_RUNTIME_ENV_PLUGINS='[{"class": "raympi.plugin.MPIPlugin"}]' \
-    RAY_worker_register_timeout_seconds=300 \
-    RAY_prestart_worker_first_driver=0
+    RAY_worker_register_timeout_seconds=300
 USER 1000
 WORKDIR /home/ray

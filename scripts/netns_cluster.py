@@ -3,8 +3,11 @@
 Each node (a head and N workers) lives in namespaces of its own: network (its own IP on a
 private bridge, no route out), mount (its own tmpfs on /tmp and /dev/shm, an /etc/hosts naming
 all nodes), UTS (hostname = node name) and PID (killing the node's init kills everything in it).
-The venv and the repository are shared. Cluster `rmpi<k>` uses 10.213.<k>.0/24: the bridge
-(host side) is .1, the head .2, worker i .(2+i). Its nodes are `rmpi<k>-head`, `rmpi<k>-w<i>`.
+The rest of the file system is the machine's. What the cluster runs from is seen by every node wherever
+it is: the repository, the venv (and its interpreter), the current directory and sys.path of the process
+that starts the cluster, where under /tmp or /dev/shm, are bound into each node's tmpfs there.
+Cluster `rmpi<k>` uses 10.213.<k>.0/24: the bridge (host side) is .1, the head .2, worker i .(2+i).
+Its nodes are `rmpi<k>-head`, `rmpi<k>-w<i>`.
 
     python scripts/netns_cluster.py up [--workers 2] [--slots 2]   # leaves a cluster running
     python scripts/netns_cluster.py down [NAME ...]                 # default: clusters whose creator is gone
@@ -29,6 +32,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parent.parent
 PREFIX = "rmpi"
 NAME_RE = re.compile(rf"^({PREFIX}\d+)(-|$)")
 SUBNET = "10.213.{}"
@@ -41,6 +45,7 @@ DASHBOARD_PORT = 8265
 # anyway, and its earlier ports' waits are what give that agent, slow to import on a loaded
 # machine, more time before it.
 FIXED_PORTS = ["--runtime-env-agent-port", "52367"]
+PRIVATE = {"/tmp": "2g", "/dev/shm": "1g"}  # a tmpfs of each node's own, of that size
 VENV_BIN = Path(sys.prefix) / "bin"
 RESULT_ENV = "NETNS_CLUSTER_RESULT"
 # Prepended to a driver's code: a driver's stdout also carries its Ray workers' output, in any order.
@@ -73,11 +78,12 @@ class Node:
 class Cluster:
     """A running cluster; `stop()` (or leaving the `with` block) removes all of it."""
 
-    def __init__(self, name: str, nodes: list, env: dict):
+    def __init__(self, name: str, nodes: list, env: dict, shared: list):
         self.name = name
         self.nodes = nodes
         self.head, *self.workers = nodes
         self.env = env  # the environment Ray runs in on every node
+        self.shared = shared  # the machine's paths under /tmp or /dev/shm that every node sees too
         self._drivers = 0
 
     @property
@@ -97,8 +103,15 @@ class Cluster:
 
     def enter(self, node: Node, cwd=None) -> list:
         """The argv prefix that runs a command inside `node`'s namespaces, in `cwd` or else the current
-        directory (which must exist there: not under /tmp); the command dies with the nsenter process."""
-        return ["nsenter", "-t", str(node.init_pid), "-n", "-m", "-u", "-p", f"--wd={cwd or os.getcwd()}",
+        directory (ClusterError if the nodes do not see it); the command dies with the nsenter process."""
+        cwd = str(cwd or os.getcwd())
+        for path in {os.path.abspath(cwd), os.path.realpath(cwd)}:
+            if private(path) and not any(path == s or path.startswith(s + "/") for s in self.shared):
+                raise ClusterError(
+                    f"{cwd} is not on the nodes of {self.name}: their {' and '.join(PRIVATE)} are their own, showing "
+                    f"of the machine's only {', '.join(self.shared) or 'nothing'} (the repository, the venv, the "
+                    f"current directory and sys.path of the process that started the cluster)")
+        return ["nsenter", "-t", str(node.init_pid), "-n", "-m", "-u", "-p", f"--wd={cwd}",
                 "setpriv", "--pdeathsig", "KILL", "--"]
 
     def driver(self, code: str, cwd=None) -> "Driver":
@@ -195,8 +208,9 @@ class Driver(subprocess.Popen):
 
 
 def start(workers: int = 2, slots: int = 2, object_store_mb: int = 100, timeout: float = 240,
-          env: dict = None) -> Cluster:
-    """Bring up a head (no CPUs) and `workers` nodes of `slots` CPUs each; return once Ray sees
+          env: dict = None, gpus: int = 0) -> Cluster:
+    """Bring up a head (no CPUs) and `workers` nodes of `slots` CPUs (and `gpus` GPUs, as declared to Ray:
+    there are none) each; return once Ray sees
     them all alive, or raise ClusterError (with the nodes' logs) within `timeout` seconds. Ray and
     the drivers run in `node_env(env)`."""
     if os.geteuid() != 0:
@@ -215,14 +229,17 @@ def start(workers: int = 2, slots: int = 2, object_store_mb: int = 100, timeout:
         ips = {n: f"{subnet}.{i}" for i, n in enumerate(["head"] + [f"w{i}" for i in range(1, workers + 1)], 2)}
         hosts = state_dir(name) / "hosts"
         hosts.write_text("127.0.0.1 localhost\n" + "".join(f"{ip} {name}-{n}\n" for n, ip in ips.items()))
-        cluster = Cluster(name, [add_node(name, n, ip, hosts) for n, ip in ips.items()], node_env(env))
+        shared = shared_paths([REPO, sys.prefix, sys.base_prefix, Path(sys.executable).resolve().parent.parent,
+                               os.getcwd(), *filter(os.path.isdir, sys.path)])
+        cluster = Cluster(name, [add_node(name, n, ip, hosts, shared) for n, ip in ips.items()], node_env(env), shared)
         common = ["--node-ip-address", "{ip}", "--object-store-memory", str(object_store_mb << 20),
                   "--disable-usage-stats", *FIXED_PORTS]
         start_ray(cluster, cluster.head, deadline, common + [
             "--head", "--num-cpus", "0", "--port", str(HEAD_PORT),
             "--dashboard-host", "0.0.0.0", "--dashboard-port", str(DASHBOARD_PORT)])
         for worker in cluster.workers:
-            start_ray(cluster, worker, deadline, common + ["--address", cluster.address, "--num-cpus", str(slots)])
+            start_ray(cluster, worker, deadline, common + ["--address", cluster.address, "--num-cpus", str(slots),
+                                                          "--num-gpus", str(gpus)])
         cluster.wait_for_states({n: "ALIVE" for n in cluster.nodes}, deadline - time.monotonic())
         return cluster
     except BaseException:
@@ -239,7 +256,19 @@ def claim_name() -> str:
     raise ClusterError(f"no free subnet {SUBNET.format('<k>')}.0/24")
 
 
-def add_node(cluster: str, node: str, ip: str, hosts: Path) -> Node:
+def shared_paths(paths: list) -> list:
+    """The top-most of `paths`, as given and resolved, that lie under /tmp or /dev/shm: what each node's
+    tmpfs there shows of the machine's."""
+    inside = {p for path in paths for p in (os.path.abspath(path), os.path.realpath(path)) if private(p)}
+    return sorted(p for p in inside if not any(p.startswith(q + "/") for q in inside))
+
+
+def private(path: str) -> bool:
+    """Whether `path` lies under a node's own /tmp or /dev/shm."""
+    return any(path.startswith(m + "/") for m in PRIVATE)
+
+
+def add_node(cluster: str, node: str, ip: str, hosts: Path, shared: list) -> Node:
     """A network namespace wired to the bridge, and the node's init holding its other namespaces."""
     netns = f"{cluster}-{node}"
     sh("ip", "netns", "add", netns)
@@ -251,7 +280,7 @@ def add_node(cluster: str, node: str, ip: str, hosts: Path) -> Node:
     with open(state_dir(cluster) / f"{node}.log", "ab") as log:
         init = subprocess.Popen(
             ["ip", "netns", "exec", netns, "unshare", "--pid", "--kill-child", "--mount-proc", "--uts",
-             sys.executable, __file__, "node-init", netns, str(hosts)],
+             sys.executable, __file__, "node-init", netns, str(hosts), *shared],
             stdout=subprocess.PIPE, stderr=log, start_new_session=True,
         )
     ready = init.stdout.readline()  # the init closes stdout after its mounts (or dies)
@@ -308,12 +337,14 @@ def node_env(changes: dict = None) -> dict:
     return env
 
 
-def node_init(hostname: str, hosts: str) -> None:
-    """PID 1 of a node: private /tmp, /dev/shm and /etc/hosts, a hostname, then reap orphans forever."""
-    for argv in (["mount", "-t", "tmpfs", "-o", "size=2g", "tmpfs", "/tmp"],
-                 ["mount", "-t", "tmpfs", "-o", "size=1g", "tmpfs", "/dev/shm"],
-                 ["mount", "--bind", hosts, "/etc/hosts"]):
-        subprocess.run(argv, check=True)
+def node_init(hostname: str, hosts: str, shared: list) -> None:
+    """PID 1 of a node: private /tmp, /dev/shm (showing the machine's `shared` paths) and /etc/hosts, a
+    hostname, then reap orphans forever."""
+    staging = Path(hosts).with_name(f"{hostname}.mnt")  # in the state dir, removed with it
+    staging.mkdir()
+    for mount_point, size in PRIVATE.items():
+        mount_private(mount_point, size, [p for p in shared if p.startswith(mount_point + "/")], staging)
+    subprocess.run(["mount", "--bind", hosts, "/etc/hosts"], check=True)
     socket.sethostname(hostname)
     print("ready", flush=True)
     os.close(1)
@@ -322,6 +353,17 @@ def node_init(hostname: str, hosts: str) -> None:
             os.wait()
         except ChildProcessError:
             time.sleep(1)
+
+
+def mount_private(mount_point: str, size: str, shared: list, staging: Path) -> None:
+    """A fresh tmpfs on `mount_point` in which the machine's `shared` paths under it stay visible: it is
+    made at the (empty) `staging` dir, they are bound into it, then it is moved over `mount_point`."""
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", staging], check=True)
+    for path in shared:
+        inside = staging / os.path.relpath(path, mount_point)
+        inside.mkdir(parents=True)
+        subprocess.run(["mount", "--rbind", path, inside], check=True)
+    subprocess.run(["mount", "--move", staging, mount_point], check=True)
 
 
 def remove(name: str) -> None:
@@ -442,10 +484,11 @@ def main(argv=None) -> None:
     init = commands.add_parser("node-init", help="(internal) PID 1 of a node")
     init.add_argument("hostname")
     init.add_argument("hosts")
+    init.add_argument("shared", nargs="*")
     args = parser.parse_args(argv)
 
     if args.command == "node-init":
-        node_init(args.hostname, args.hosts)
+        node_init(args.hostname, args.hosts, args.shared)
     elif args.command == "up":
         began = time.monotonic()
         cluster = start(args.workers, args.slots)

@@ -38,8 +38,7 @@ from flytekitplugins.raympi import CleanPodPolicy, Launcher, RayMPIJob, RunPolic
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = SerializationSettings(image_config=ImageConfig.auto(img_name="ghcr.io/acme/raympi:0.1"))
-PLUGIN_ENV_NAMES = ["RAY_RUNTIME_ENV_PLUGINS", "RAY_worker_register_timeout_seconds",
-                    "RAY_prestart_worker_first_driver"]
+PLUGIN_ENV_NAMES = ["RAY_RUNTIME_ENV_PLUGINS", "RAY_worker_register_timeout_seconds"]
 
 # docker/sandbox-bundled/manifests/complete.yaml (and complete-connector.yaml), v1.16.8: 100-inline-config.yaml
 # task_resources.defaults (its limits are 0: no cap).

@@ -39,4 +39,11 @@ def test_harness_measures_every_case_and_reports(tmp_path):
     assert samples["kfmpi/2/launch"][0]["result"] == 1
     assert samples["raympijob/2/bandwidth"][0]["result"]["1"] > 0
     assert samples["raympijob/2/horovod"][0]["result"] > 0
-    assert samples["raympijob_nodes/2/launch"][0]["result"] == 2
+    # The multi-node runs report where rank 0 ran (first of the ranks' hosts) and what each node spent.
+    (two_nodes,) = samples["raympijob_nodes/2/launch"]
+    hosts, costs = two_nodes["result"], two_nodes["costs"]
+    assert len(set(hosts)) == 2 and set(hosts) <= set(costs["cpu_s"]) == set(costs["peak_mb"])
+    assert costs["cpu_s"][hosts[0]] > 0 and costs["peak_mb"][hosts[0]] > 0
+    assert costs["new_ray_jobs"] >= 0
+    for column in ("rank 0 node CPU-s", "rank 0 node peak MB", "other node CPU-s", "Ray jobs per task"):
+        assert column in done.stdout

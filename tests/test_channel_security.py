@@ -1,12 +1,16 @@
-"""The ranks' control channel against strangers: nothing a stranger sends is unpickled, a wrong key is refused,
-the job goes on as if nobody had called, and rank 0 listens only where its peers are.
+"""The ranks' control channel and the daemon launchers against strangers: nothing a stranger sends is unpickled or
+run, a wrong key is refused, the job goes on as if nobody had called, and rank 0 listens only where its peers are.
 
 What listens is read from the kernel (/proc/<pid>/net/tcp*), not from our code."""
 
+import json
+import os
 import pickle
 import shutil
+import signal
 import socket
 import struct
+import subprocess
 import sys
 import tempfile
 import threading
@@ -17,9 +21,11 @@ from pathlib import Path
 import pytest
 import ray
 
-from conftest import TESTS_DIR, recorded_pids
+from conftest import TESTS_DIR, recorded_pids, wait_until_gone
 from raympi import channel, mpi_init
 from raympi.channel import Channel, ChannelListener, new_key
+from raympi.daemon_launcher import DaemonLauncher
+from raympi.launch_agent import KEY_VAR, LAUNCHERS_VAR
 from scripts.netns_cluster import netns_pids
 from sockets import connected_to, listening, reachable
 
@@ -108,10 +114,18 @@ def test_strangers_on_every_port_of_a_world_unpickle_nothing_and_change_nothing(
 
 
 def accept_in_background(listener: ChannelListener) -> list:
-    """What `listener` makes of each connection (a Channel, or None when refused), as they come."""
+    """What `listener` makes of each connection (a Channel, or None when refused), as they come; each connection is
+    authenticated on a thread of its own, as rank 0 and the daemon launchers do."""
     accepted = []
-    threading.Thread(target=lambda: [accepted.append(listener.authenticate(*c)) for c in listener.accept()],
-                     daemon=True).start()
+
+    def authenticate(connection, peer_ip):
+        accepted.append(listener.authenticate(connection, peer_ip))
+
+    def accept():
+        for connection, peer_ip in listener.accept():
+            threading.Thread(target=authenticate, args=(connection, peer_ip), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
     return accepted
 
 
@@ -132,6 +146,51 @@ def test_a_wrong_key_is_refused_and_its_bytes_never_unpickled(tmp_path):
         assert not marker.exists()
     finally:
         listener.close()
+
+
+def launch_agent(address, key: bytes, command: str, **popen) -> subprocess.Popen:
+    """raympi.launch_agent as mpirun runs it (`<agent> <host> <command...>`), for a daemon launcher at `address`."""
+    env = {**os.environ, LAUNCHERS_VAR: json.dumps({address[0]: address[1]}), KEY_VAR: key.hex()}
+    return subprocess.Popen([sys.executable, "-m", "raympi.launch_agent", address[0], *command.split(" ")], env=env,
+                            stderr=subprocess.PIPE, text=True, **popen)
+
+
+def started_pid(path: Path, agent: subprocess.Popen) -> int:
+    deadline = time.monotonic() + 60
+    while not (path.exists() and path.read_text().endswith("\n")):
+        assert agent.poll() is None and time.monotonic() < deadline, agent.communicate()[1]
+        time.sleep(0.1)
+    return int(path.read_text())
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_a_daemon_launcher_runs_only_what_an_agent_with_the_key_asks_and_nothing_outlives_it(tmp_path):
+    key, marker = new_key(), tmp_path / "unpickled"
+    launcher = DaemonLauncher.remote(key)
+    address = tuple(ray.get(launcher.address.remote(), timeout=60))
+    pid = ray.get(launcher.__ray_call__.remote(lambda _: os.getpid()))
+    assert listening(pid) >= {address} and address[0] == ray.util.get_node_ip_address(), \
+        "it listens on the node's IP, never the wildcard"
+    for data in framings(pickle.dumps(Opens(marker))).values():
+        send_as_stranger(address, data)
+    stranger = launch_agent(address, new_key(), f"touch {marker}")
+    assert stranger.wait(timeout=60) == 255 and "does not answer" in stranger.stderr.read()
+    assert not marker.exists(), "a stranger's pickle was unpickled, or its command run"
+
+    assert launch_agent(address, key, "exit 3").wait(timeout=60) == 3, "the daemon's status is the agent's"
+
+    stopped = launch_agent(address, key, f"sleep 600 & echo $! > {tmp_path / 'a'}; wait")
+    daemon = started_pid(tmp_path / "a", stopped)
+    stopped.terminate()  # as mpirun stops its agents
+    assert stopped.wait(timeout=30) == 128 + signal.SIGTERM
+    assert not wait_until_gone({daemon}), "the daemon outlived its agent"
+
+    orphaned = launch_agent(address, key, f"sleep 600 & echo $! > {tmp_path / 'b'}; wait")
+    daemon = started_pid(tmp_path / "b", orphaned)
+    ray.kill(launcher)  # as when its placement group is removed, or its node lost
+    assert not wait_until_gone({daemon}), "the daemon outlived its launcher"
+    # Ray SIGKILLs a killed actor's child, the daemon's guard: its status reaches the agent, or the connection is lost.
+    assert orphaned.wait(timeout=30) in (128 + signal.SIGKILL, 255), orphaned.stderr.read()
 
 
 def test_a_silent_stranger_holds_up_no_peer_and_is_dropped(monkeypatch):

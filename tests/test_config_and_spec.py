@@ -25,8 +25,7 @@ from flytekitplugins.raympi import (
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN_ENV = [{"name": "RAY_RUNTIME_ENV_PLUGINS", "value": '[{"class": "raympi.plugin.MPIPlugin"}]'},
-              {"name": "RAY_worker_register_timeout_seconds", "value": "300"},
-              {"name": "RAY_prestart_worker_first_driver", "value": "0"}]
+              {"name": "RAY_worker_register_timeout_seconds", "value": "300"}]
 SETTINGS = SerializationSettings(image_config=ImageConfig.auto(img_name="ghcr.io/acme/raympi:0.1"))
 
 

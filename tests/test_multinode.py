@@ -50,8 +50,18 @@ def check_world(rows, cluster) -> str:
     assert [row.split()[0] for row in rows] == ["0/4", "1/4", "2/4", "3/4"]
     assert sorted(ips) == sorted(2 * [w.ip for w in cluster.workers]), "2 ranks on each worker node"
     assert {row.split()[3] for row in rows} == {"30"}, "allreduce of 3 * (rank + 1) across nodes"
-    assert {tuple(row.split()[4:]) for row in rows} == {("0", "1")}, "every rank at mpirun's niceness, 1 thread"
+    assert {tuple(row.split()[4:]) for row in rows} == {("0", "1", "two_nodes")}, \
+        "every rank at mpirun's niceness, 1 thread, with the task's runtime_env"
     return ips[0]
+
+
+def ray_state(cluster, resource: str) -> list:
+    """Ray's state API's list of JOBS, ACTORS, ... of the cluster."""
+    from ray.util.state import StateApiClient
+    from ray.util.state.common import ListApiOptions, StateResource
+
+    client = StateApiClient(cluster.dashboard_url, headers={"Content-Type": "application/json", **cluster.headers})
+    return client.list(StateResource[resource], ListApiOptions(timeout=30, limit=10000), raise_on_missing_output=False)
 
 
 def rank_dirs(node) -> list:
@@ -60,6 +70,9 @@ def rank_dirs(node) -> list:
 
 
 def test_ranks_run_on_the_reserved_worker_nodes_and_rank0s_file_reaches_the_driver(cluster):
+    """The world starts without ssh and without a Ray driver or job of its own: the ranks on the other node are
+    started by a daemon launcher there, which ends with the task's reservation."""
+    jobs = ray_state(cluster, "JOBS")
     rows, content = cluster.driver("""
         import mpi_jobs
         rows, report = mpi_jobs.two_nodes(x=3, fail_on_rank=-1)
@@ -68,6 +81,10 @@ def test_ranks_run_on_the_reserved_worker_nodes_and_rank0s_file_reaches_the_driv
     check_world(rows, cluster)
     assert content == "\n".join(rows) + "\n", "the file rank 0 wrote on its node, read on the head"
     assert [rank_dirs(w) for w in cluster.workers] == [[], []], "no working directory is left on the ranks' nodes"
+    new_jobs = [job for job in ray_state(cluster, "JOBS") if job not in jobs]
+    assert len(new_jobs) == 1, f"Ray jobs besides the driver's own: {new_jobs}"
+    launchers = [a for a in ray_state(cluster, "ACTORS") if a.class_name == "DaemonLauncher"]
+    assert launchers and {a.state for a in launchers} == {"DEAD"}, launchers
 
 
 def test_entrypoint_path_file_written_on_rank0s_node_reaches_a_downstream_task(cluster, shared_dir):
@@ -122,15 +139,33 @@ def test_horovod_training_across_nodes_converges_with_identical_parameters(clust
     assert len({rank.split()[1] for rank in ranks}) == 1, "every rank ends with the same parameters"
 
 
-def test_one_cpu_nodes_whose_raylets_never_had_a_driver():
-    """The launch agent is the first Ray driver on rank 0's node, while that node's only CPU is rank 0's."""
-    with start_netns_cluster(workers=2, slots=1) as small:
+def test_one_cpu_nodes_and_each_nodes_ranks_see_the_gpus_ray_reserved_there():
+    """Rank 0 holds its node's only CPU; the daemon launchers hold none. With GPUs declared to Ray, the ranks on
+    each node see the GPUs Ray reserved on that node (and pick by local rank), not those of rank 0's node: on w1,
+    whose GPU 0 another actor holds, GPUs 1 and 2; on w2, 0 and 1."""
+    with start_netns_cluster(workers=2, slots=1, gpus=3) as small:
         rows = small.driver("""
             import mpi_jobs
             rows, _ = mpi_jobs.two_one_cpu_nodes(x=1, fail_on_rank=-1)
             emit(rows)
         """, cwd=JOB_CODE).result(timeout=300)
         assert sorted(row.split()[1] for row in rows) == sorted(w.ip for w in small.workers), rows
+        w1, w2 = small.workers
+        held, ranks = small.driver(f"""
+            import ray, mpi_jobs
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+            ray.init(runtime_env={{"working_dir": "."}})  # the code, for the ranks on other nodes
+            w1 = next(n["NodeID"] for n in ray.nodes() if n["NodeManagerAddress"] == {w1.ip!r} and n["Alive"])
+            holder = mpi_jobs.GPUHolder.options(
+                num_gpus=1, scheduling_strategy=NodeAffinitySchedulingStrategy(w1, soft=False)).remote()
+            emit([ray.get(holder.gpus.remote()), mpi_jobs.two_gpu_nodes()])
+        """, cwd=JOB_CODE).result(timeout=300)
+        assert held == "0"
+        seen = {}
+        for rank in ranks:
+            ip, visible = rank.split()
+            seen.setdefault(ip, set()).add(visible)
+        assert seen == {w1.ip: {"1,2"}, w2.ip: {"0,1"}}, ranks
 
 
 # Last: the cluster has one worker node fewer afterwards.

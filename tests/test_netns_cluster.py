@@ -1,10 +1,14 @@
 """The multi-node test cluster: real Ray nodes in namespaces of their own, and nothing left after it."""
 
 import ipaddress
+import json
+import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -94,6 +98,14 @@ def test_job_submitted_from_the_host_runs_and_returns_its_logs(netns_cluster):
     assert f"entrypoint on {head.netns} task on {worker.netns}" in logs
 
 
+def test_a_working_directory_the_nodes_do_not_see_is_refused_saying_why(netns_cluster, tmp_path):
+    assert str(tmp_path).startswith("/tmp/")
+    with pytest.raises(netns.ClusterError) as refused:
+        netns_cluster.driver("emit(1)", cwd=tmp_path)
+    assert str(refused.value).startswith(f"{tmp_path} is not on the nodes of {netns_cluster.name}: their /tmp and "
+                                         "/dev/shm are their own, showing of the machine's only ")
+
+
 NOTHING_LEFT = {"namespaces": [], "links": [], "netns mounts": [], "processes": [], "state": False}
 
 
@@ -144,3 +156,70 @@ def test_cli_up_leaves_a_cluster_and_down_removes_it(netns_cluster):
         assert leftovers(name, pids) == NOTHING_LEFT
     finally:
         netns.remove(name)
+
+
+@pytest.fixture
+def checkout_in_tmp():
+    """A checkout of HEAD under /tmp, with the script under test in it and this venv bind-mounted at its .venv
+    (a venv path under /tmp, as in a clone there)."""
+    root = Path(tempfile.mkdtemp(prefix="raympi-checkout-", dir="/tmp"))
+    venv = root / ".venv"
+    try:
+        subprocess.run(f"git -C {netns.REPO} archive HEAD | tar -x -C {root}", shell=True, check=True)
+        shutil.copy(netns.__file__, root / "scripts/netns_cluster.py")
+        venv.mkdir()
+        subprocess.run(["mount", "--bind", Path(sys.prefix).resolve(), venv], check=True)
+        yield root
+    finally:
+        subprocess.run(["umount", "--lazy", venv], capture_output=True)
+        assert not venv.is_mount(), f"{venv} is still mounted: not removing {root}"
+        shutil.rmtree(root)
+
+
+RANKS_WHERE = """
+import socket
+
+import raympi
+from mpi4py import MPI
+
+
+def gather():
+    \"\"\"Each rank's raympi file and host, on rank 0.\"\"\"
+    return MPI.COMM_WORLD.gather([raympi.__file__, socket.gethostname()], root=0)
+"""
+
+TWO_NODE_WORLD = """
+import ray, raympi, ranks_where
+from ray.util.placement_group import placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+ray.init()
+group = placement_group([{"CPU": 1}] * 2, strategy="STRICT_SPREAD")
+ray.get(group.ready(), timeout=120)
+mpi = {"args": ["-n", "2"], "worker_entry": "ranks_where.gather", **raympi.placement(group, 1)}
+
+@ray.remote(num_cpus=1, runtime_env={"mpi": mpi},
+            scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0))
+def world():
+    raympi.mpi_init()
+    return ranks_where.gather()
+
+emit(ray.get(world.remote(), timeout=240))
+"""
+
+
+def test_a_checkout_and_venv_under_tmp_run_a_two_node_world_of_their_own_code(checkout_in_tmp):
+    """/tmp is private to each node; the checkout's code and venv under it are still what every node runs."""
+    root = checkout_in_tmp
+    (root / "ranks_where.py").write_text(RANKS_WHERE)
+    start = (f"import json\nfrom scripts import netns_cluster\n"
+             f"with netns_cluster.start(workers=2, slots=1) as cluster:\n"
+             f"    print(json.dumps([cluster.driver({TWO_NODE_WORLD!r}).result(timeout=300),"
+             f" [w.netns for w in cluster.workers]]))")
+    env = {**os.environ, "PYTHONPATH": f"{root}/plugins:{root}/flytekitplugins-raympi:{root}"}
+    run = subprocess.run([root / ".venv/bin/python", "-c", start], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=500)
+    assert run.returncode == 0, run.stderr[-5000:]
+    ranks, workers = json.loads(run.stdout.splitlines()[-1])
+    assert [file for file, _ in ranks] == 2 * [f"{root}/plugins/raympi/__init__.py"]
+    assert sorted(host for _, host in ranks) == sorted(workers), "a rank on each worker node"

@@ -3,6 +3,7 @@
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -355,14 +356,18 @@ def never_runs() -> None:
     pass
 
 
-def test_a_host_that_is_no_ray_node_fails_the_call_at_once_naming_it():
-    """The launch agent would find no node to start the daemon on; mpirun, the worker, would die starting, and Ray
-    would start it again and again."""
-    hosts = [f"{ray.util.get_node_ip_address()}:1", "10.255.255.1:1"]  # the second: no node (never contacted)
-    mpi = {"args": ["-n", "2"], "worker_entry": "mpi_entries.pi_worker", "hosts": hosts,
-           "ray_address": ray.get_runtime_context().gcs_address}
+def test_a_host_whose_daemon_launcher_does_not_answer_fails_the_call_at_once_naming_it():
+    """The launch agent could not start that host's daemon; mpirun, the worker, would die starting, and Ray would
+    start it again and again."""
+    with socket.socket() as closed:  # a port where nothing listens
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    mpi = {"args": ["-n", "2"], "worker_entry": "mpi_entries.pi_worker",
+           "hosts": [f"{ray.util.get_node_ip_address()}:1", "127.0.0.1:1"],
+           "launchers": {"127.0.0.1": port}, "launch_key": "00" * 32}
     began = time.monotonic()
-    with pytest.raises(RuntimeEnvSetupError, match=r"\['10.255.255.1:1'\] are no live node of the Ray cluster"):
+    with pytest.raises(RuntimeEnvSetupError, match=rf"the daemon launcher of host 127.0.0.1 at 127.0.0.1:{port} does "
+                                                   r"not answer \(.*refused"):
         ray.get(never_runs.options(runtime_env={"mpi": mpi}).remote(), timeout=60)
     assert time.monotonic() - began < 30
 

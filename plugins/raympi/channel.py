@@ -11,14 +11,15 @@ import secrets
 import socket
 import struct
 import threading
-from multiprocessing.connection import AuthenticationError, Client, Connection, Listener, answer_challenge, \
-    deliver_challenge
+from multiprocessing.connection import AuthenticationError, Connection, Listener, answer_challenge, deliver_challenge
 from typing import Iterator, Optional, Tuple
 
 logger = logging.getLogger(__name__)
 
 # How long a new connection may take to authenticate; one that says nothing is dropped then.
 HANDSHAKE_TIMEOUT_S = 10.0
+# What Channel.connect raises when no channel comes of it: unreachable, silent, closed, or a wrong key.
+CONNECT_ERRORS = (OSError, EOFError, AuthenticationError)
 
 
 def new_key() -> bytes:
@@ -35,7 +36,20 @@ class Channel:
 
     @classmethod
     def connect(cls, address: Tuple[str, int], key: bytes) -> "Channel":
-        return cls(Client(address, family="AF_INET", authkey=key))
+        """The channel to a listener at `address` holding `key`; raises one of CONNECT_ERRORS, the connection and
+        the handshake each after HANDSHAKE_TIMEOUT_S at most."""
+        sock = socket.create_connection(address, timeout=HANDSHAKE_TIMEOUT_S)
+        sock.settimeout(None)
+        connection = Connection(sock.detach())
+        try:
+            _set_receive_timeout(connection, HANDSHAKE_TIMEOUT_S)
+            answer_challenge(connection, key)
+            deliver_challenge(connection, key)
+            _set_receive_timeout(connection, 0)
+        except BaseException:
+            connection.close()
+            raise
+        return cls(connection)
 
     def send(self, message) -> None:
         with self._send_lock:

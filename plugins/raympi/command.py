@@ -1,6 +1,7 @@
 """The one command line that starts an MPI world whose rank 0 is a Ray worker: used by the `mpi`
 runtime env plugin and, where that plugin cannot be registered, by Ray's `py_executable` field."""
 
+import json
 import os
 import shlex
 import shutil
@@ -8,12 +9,9 @@ import sys
 from typing import List
 
 from .config import MPIConfig
+from .launch_agent import KEY_VAR, LAUNCHERS_VAR
 from .ray_internals import WORKER_NICENESS
 
-# What raympi.launch_agent reads: the cluster to start daemons through, and rank 0's runtime env
-# (without `mpi`, set by the mpi runtime env plugin) for them.
-RAY_ADDRESS_VAR = "RAYMPI_RAY_ADDRESS"
-DAEMON_RUNTIME_ENV = "RAYMPI_DAEMON_RUNTIME_ENV"
 # Every rank runs as mpirun runs its ranks, rank 0 too. Ray would renice rank 0, a Ray worker, to
 # RAY_worker_niceness (15; Ray renices no other rank) and give it OMP_NUM_THREADS = the task's CPUs (all
 # of the node's slots): one rank at another priority or thread count than its peers slows every
@@ -58,9 +56,7 @@ def mpirun_command(config: MPIConfig, python: str = sys.executable, *mpirun_flag
     runner = [*shlex.split(python), "-m", "raympi.runner", *_expected_hosts(config), config.worker_entry]
     mpirun = [find_mpirun(python), *root, "--enable-recovery", *_placement(config, python), *_binding(config),
               *config.args, *mpirun_flags, *runner]
-    # The agent finds the cluster in its environment (PRRTE would split an address in its command at ":").
-    agent_env = ["env", f"{RAY_ADDRESS_VAR}={config.ray_address}"] if len(config.hosts) > 1 else []
-    return [*_LAUNCH, *agent_env, *mpirun]
+    return [*_LAUNCH, *_agent_env(config), *mpirun]
 
 
 def py_executable(mpi: dict, python: str = sys.executable) -> str:
@@ -70,14 +66,25 @@ def py_executable(mpi: dict, python: str = sys.executable) -> str:
 
 
 def _placement(config: MPIConfig, python: str) -> List[str]:
-    """mpirun's host list; daemons on other nodes are started through Ray by raympi.launch_agent."""
+    """mpirun's host list. mpirun starts the daemons of all other nodes at once, itself (no tree: a daemon has no
+    agent to start others with), each through raympi.launch_agent."""
     if not config.hosts:
         return []
     hosts = ["--host", ",".join(config.hosts)]
     if len(config.hosts) == 1:
         return hosts
     agent = f"{python} -m raympi.launch_agent"
-    return [*hosts, "--prtemca", "plm_ssh_agent", agent, "--prtemca", "plm_ssh_no_tree_spawn", "1"]
+    return [*hosts, "--prtemca", "plm_ssh_agent", agent, "--prtemca", "plm_ssh_no_tree_spawn", "1",
+            "--prtemca", "plm_ssh_num_concurrent", str(len(config.hosts) - 1)]
+
+
+def _agent_env(config: MPIConfig) -> List[str]:
+    """The launch agent finds the daemon launchers in its environment (mpirun passes its own): PRRTE splits an
+    agent's command line at spaces and colons."""
+    if len(config.hosts) < 2:
+        return []
+    return ["env", f"{LAUNCHERS_VAR}={json.dumps(config.launchers, separators=(',', ':'))}",
+            f"{KEY_VAR}={config.launch_key}"]
 
 
 def _binding(config: MPIConfig) -> List[str]:

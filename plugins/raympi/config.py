@@ -4,7 +4,7 @@ on the node; Ray checks the registered schema only where a field is set on a `Ru
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import jsonschema
 
@@ -17,7 +17,8 @@ class MPIConfig:
     worker_entry: str
     args: List[str] = field(default_factory=list)
     hosts: List[str] = field(default_factory=list)
-    ray_address: Optional[str] = None
+    launchers: Dict[str, int] = field(default_factory=dict)
+    launch_key: Optional[str] = None
 
     @classmethod
     def parse(cls, value) -> "MPIConfig":
@@ -26,10 +27,14 @@ class MPIConfig:
             jsonschema.validate(value, _SCHEMA)
         except jsonschema.ValidationError as error:
             where = "".join(f"[{p!r}]" for p in error.absolute_path)
-            raise ValueError(
-                f"runtime_env['mpi']{where}: {error.message}. Expected "
-                '{"args": ["-n", "4", ...] (strings, passed to mpirun), '
-                '"worker_entry": "module.function" (what ranks 1..N-1 run), and for a world on several '
-                'nodes **raympi.placement(placement_group, slots)}.'
-            ) from None
-        return cls(**value)
+            raise ValueError(f"runtime_env['mpi']{where}: {error.message}. Expected {_EXPECTED}.") from None
+        config = cls(**value)
+        unlaunched = [host for host in config.hosts[1:] if host.rsplit(":", 1)[0] not in config.launchers]
+        if unlaunched:
+            raise ValueError(f"runtime_env['mpi']['launchers'] has no daemon launcher for the hosts {unlaunched}: "
+                             "take hosts, launchers and launch_key together from raympi.placement(...)")
+        return config
+
+
+_EXPECTED = ('{"args": ["-n", "4", ...] (strings, passed to mpirun), "worker_entry": "module.function" (what ranks '
+             '1..N-1 run), and for a world on several nodes **raympi.placement(placement_group, slots)}')

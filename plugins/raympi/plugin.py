@@ -4,13 +4,12 @@ Register it in the environment of whatever starts the raylet, before Ray starts:
     RAY_RUNTIME_ENV_PLUGINS='[{"class": "raympi.plugin.MPIPlugin"}]'
 """
 
-import json
 import logging
 import shlex
 from typing import List
 
 from . import preflight
-from .command import DAEMON_RUNTIME_ENV, mpirun_command
+from .command import mpirun_command
 from .config import MPIConfig
 from .ray_internals import RuntimeEnvContext, RuntimeEnvPlugin
 
@@ -36,8 +35,5 @@ class MPIPlugin(RuntimeEnvPlugin):
                        logger: logging.Logger) -> None:
         config = MPIConfig.parse(runtime_env["mpi"])
         context.py_executable = shlex.join(mpirun_command(config, context.py_executable))
-        if len(config.hosts) > 1:
-            # Ranks on other nodes need what this worker has (working_dir, pip, env_vars): their daemon
-            # runs with the same runtime env there.
-            context.env_vars[DAEMON_RUNTIME_ENV] = json.dumps({k: v for k, v in runtime_env.items() if k != "mpi"})
-        logger.info("mpi runtime env: worker starts as %s", context.py_executable)
+        shown = context.py_executable.replace(config.launch_key, "<key>") if config.launch_key else context.py_executable
+        logger.info("mpi runtime env: worker starts as %s", shown)

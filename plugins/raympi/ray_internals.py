@@ -25,7 +25,7 @@ inside the functions below, or on first access to `RuntimeEnvPlugin` / `RuntimeE
  7. The worker command (RuntimeEnvContext.exec_worker, run by setup_worker.py): the context's env_vars are
     exported, then `bash -c "exec <py_executable> <worker argv, each shell-quoted>"`: a py_executable is a shell
     command line. raympi.command (the launch, through the plugin or Ray's built-in `py_executable` field),
-    raympi.plugin (env_vars carry DAEMON_RUNTIME_ENV to rank 0 and the launch agent).
+    raympi.plugin.
  8. The runtime env plugin API (ray._private.runtime_env): `RuntimeEnvPlugin` (name, priority, static
     validate(runtime_env_dict), async create(uri, runtime_env, context, logger), modify_context(uris,
     runtime_env, context, logger)); `RuntimeEnvContext.py_executable` and `.env_vars`; the built-in pip, uv,
@@ -34,12 +34,12 @@ inside the functions below, or on first access to `RuntimeEnvPlugin` / `RuntimeE
     `RAY_RUNTIME_ENV_PLUGIN_SCHEMAS` (paths, keyed by their "title") where RuntimeEnv is built.
     raympi.plugin, raympi.registration.
  9. Ray settings read from the environment (ray_config_def.h, `RAY_<name>`): `RAY_worker_niceness`, read by each
-    worker from its own environment (raympi.command.RANK_ENV: rank 0 at its peers' niceness);
-    `RAY_worker_register_timeout_seconds` (default 60) and `RAY_prestart_worker_first_driver`, read by the
-    raylet (raympi.registration.RAYLET_ENV says why).
-10. `ray.nodes()` entries' keys `NodeID`, `NodeManagerAddress` (the IP in the worker's --node-ip-address=) and
-    `Alive`. raympi.launch_agent (node_addresses: the node of an mpirun host), raympi.placement.
-11. `placement_group_table(group)["bundles_to_node_id"]`: {bundle index: node ID}. raympi.placement,
+    worker from its own environment (raympi.command.RANK_ENV: rank 0 at its peers' niceness; raympi.spread: the
+    daemon launchers too); `RAY_worker_register_timeout_seconds` (default 60), read by the raylet
+    (raympi.registration.RAYLET_ENV says why).
+10. `ray.nodes()` entries' keys `NodeID` and `NodeManagerAddress` (the IP in the worker's --node-ip-address=).
+    raympi.spread (node_addresses: mpirun's hosts).
+11. `placement_group_table(group)["bundles_to_node_id"]`: {bundle index: node ID}. raympi.spread,
     flytekitplugins.raympi.launch (bundle_nodes).
 12. `RAY_JOB_CONFIG_JSON_ENV_VAR`: the job supervisor gives a submitted job's entrypoint (pyflyte-execute under
     KubeRay) its job config as JSON, the runtime env under "runtime_env". flytekitplugins.raympi.launch
@@ -47,16 +47,13 @@ inside the functions below, or on first access to `RuntimeEnvPlugin` / `RuntimeE
 13. `get_all_accelerator_managers()` (ray._private.accelerators), each with
     `get_visible_accelerator_ids_env_var()`: rank 0 hands its CUDA_VISIBLE_DEVICES (...) to the peers.
     raympi.rank0 (visible_accelerator_env_vars).
-14. `ray._raylet.GcsClient(address=...).get_all_node_info(timeout=, state_filter=GcsNodeInfo.GcsNodeState.ALIVE)`
-    ({node ID: GcsNodeInfo with node_manager_address}): the runtime env agent, which has no Ray connection,
-    asks the GCS which nodes are alive. raympi.preflight (live_node_ips).
 """
 
 import importlib
 import json
 import os
 import sys
-from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Tuple
 
 if TYPE_CHECKING:
     from ray._private.runtime_env.context import RuntimeEnvContext  # noqa: F401
@@ -72,7 +69,6 @@ RUNTIME_ENV_PLUGINS = "RAY_RUNTIME_ENV_PLUGINS"  # 8
 RUNTIME_ENV_PLUGIN_SCHEMAS = "RAY_RUNTIME_ENV_PLUGIN_SCHEMAS"  # 8
 WORKER_NICENESS = "RAY_worker_niceness"  # 9
 WORKER_REGISTER_TIMEOUT = "RAY_worker_register_timeout_seconds"  # 9
-PRESTART_WORKER_FIRST_DRIVER = "RAY_prestart_worker_first_driver"  # 9
 JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # 12
 
 # 8: imported on first access (`from raympi.ray_internals import RuntimeEnvPlugin`).
@@ -128,11 +124,11 @@ def worker_node_ip(worker_argv: List[str]) -> Optional[str]:
     return None
 
 
-def node_addresses(alive_only: bool = False) -> Dict[str, str]:
+def node_addresses() -> Dict[str, str]:
     """{node ID: node IP} of the Ray cluster this process is connected to. (10)"""
     import ray
 
-    return {node["NodeID"]: node["NodeManagerAddress"] for node in ray.nodes() if node["Alive"] or not alive_only}
+    return {node["NodeID"]: node["NodeManagerAddress"] for node in ray.nodes()}
 
 
 def bundle_nodes(group) -> Dict[int, str]:
@@ -152,13 +148,3 @@ def visible_accelerator_env_vars() -> List[str]:
     from ray._private.accelerators import get_all_accelerator_managers
 
     return [name for name in (m.get_visible_accelerator_ids_env_var() for m in get_all_accelerator_managers()) if name]
-
-
-def live_node_ips(gcs_address: str, timeout: float = 10) -> Set[str]:
-    """The IPs of the live nodes of the Ray cluster whose GCS is at `gcs_address`, asked directly. (14)"""
-    from ray._raylet import GcsClient
-    from ray.core.generated.gcs_pb2 import GcsNodeInfo
-
-    nodes = GcsClient(address=gcs_address).get_all_node_info(timeout=timeout,
-                                                            state_filter=GcsNodeInfo.GcsNodeState.ALIVE)
-    return {node.node_manager_address for node in nodes.values()}

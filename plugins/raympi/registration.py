@@ -4,21 +4,16 @@ import json
 import os
 
 from .config import SCHEMA_PATH
-from .ray_internals import PRESTART_WORKER_FIRST_DRIVER, RUNTIME_ENV_PLUGIN_SCHEMAS, RUNTIME_ENV_PLUGINS, \
-    WORKER_REGISTER_TIMEOUT
+from .ray_internals import RUNTIME_ENV_PLUGIN_SCHEMAS, RUNTIME_ENV_PLUGINS, WORKER_REGISTER_TIMEOUT
 
 PLUGIN_CLASS = "raympi.plugin.MPIPlugin"
 # Raylet settings that MPI worlds need (Ray reads RAY_<setting> where the raylet starts).
 RAYLET_ENV = {
-    # Rank 0 registers with the raylet only once its whole world is up: mpirun, daemons started through
-    # Ray on other nodes, every rank's imports and MPI_Init. Past Ray's default (60 s, one Python process's
+    # Rank 0 registers with the raylet only once its whole world is up: mpirun, daemons started on other
+    # nodes, every rank's imports and MPI_Init. Past Ray's default (60 s, one Python process's
     # start) the raylet starts another world for the same task, and after 5 such retries fails the task
     # with "Failed to startup worker".
     WORKER_REGISTER_TIMEOUT: "300",
-    # raympi.launch_agent is a Ray driver on rank 0's node. The raylet answers a node's first driver only
-    # once workers it prestarts for it have registered; on a 1-CPU node, whose rank 0 is still starting,
-    # none ever does, and the world waits for the agent forever.
-    PRESTART_WORKER_FIRST_DRIVER: "0",
 }
 # What a Ray node's environment needs for the `mpi` runtime env (e.g. in a KubeRay pod).
 PLUGIN_ENV = {RUNTIME_ENV_PLUGINS: json.dumps([{"class": PLUGIN_CLASS}]), **RAYLET_ENV}

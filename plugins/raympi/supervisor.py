@@ -42,7 +42,8 @@ class Supervisor:
         return self._failure
 
     def start_peers(self, env: Dict[str, str]) -> None:
-        """Wait until every peer is connected, then let them run their entry with `env` set."""
+        """Wait until every peer is connected, then let them run their entry, those on rank 0's node with `env` set
+        (rank 0's accelerators: a peer on another node sees those of its own node)."""
         with self._changed:
             self._changed.wait_for(
                 lambda: len(self._peers) == self.world_size - 1 or self._failure, PEER_CONNECT_TIMEOUT_S
@@ -53,9 +54,9 @@ class Supervisor:
                     f"{PEER_CONNECT_TIMEOUT_S:.0f} s"))
             self._check_placement()
             self._raise_if_failed()
-            peers = list(self._peers.values())
-        for peer in peers:
-            peer.send(("go", env))
+            peers = [(peer, self._peer_ips[rank] == self._node_ip) for rank, peer in self._peers.items()]
+        for peer, beside_rank0 in peers:
+            peer.send(("go", env if beside_rank0 else {}))
 
     def wait(self, body: Future, for_peers: bool) -> None:
         """Block until `body` is done (and, with `for_peers`, every peer finished) or a rank fails."""

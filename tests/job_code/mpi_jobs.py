@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import List, Tuple
 
 import psutil
-from flytekit import current_context, task
+import ray
+from flytekit import Resources, current_context, task
 from flytekit.types.file import FlyteFile
 from flytekitplugins.raympi import RayMPIJob, Worker
 
@@ -19,8 +20,8 @@ def node_ips() -> str:
 
 
 def report_world(x: int, fail_on_rank: int) -> Tuple[List[str], FlyteFile]:
-    """Each rank reports "rank/size ips pid total niceness OMP_NUM_THREADS"; rank 0 also writes the report to
-    a file it returns."""
+    """Each rank reports "rank/size ips pid total niceness OMP_NUM_THREADS JOB_MARK"; rank 0 also writes the report
+    to a file it returns."""
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD
@@ -30,7 +31,7 @@ def report_world(x: int, fail_on_rank: int) -> Tuple[List[str], FlyteFile]:
     total = comm.allreduce((comm.rank + 1) * x)
     nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())  # this thread's (Linux)
     rows = comm.gather(f"{comm.rank}/{comm.size} {node_ips()} {os.getpid()} {total} {nice} "
-                       f"{os.environ.get('OMP_NUM_THREADS')}", root=0)
+                       f"{os.environ.get('OMP_NUM_THREADS')} {os.environ.get('JOB_MARK', '-')}", root=0)
     report = Path(current_context().working_directory) / "report.txt"
     if comm.rank == 0:
         report.write_text("\n".join(rows) + "\n")
@@ -42,7 +43,7 @@ def one_node(x: int, fail_on_rank: int) -> (List[str], FlyteFile):
     return report_world(x, fail_on_rank)
 
 
-@task(task_config=RayMPIJob(worker=Worker(replicas=2), slots=2))
+@task(task_config=RayMPIJob(worker=Worker(replicas=2), slots=2, runtime_env={"env_vars": {"JOB_MARK": "two_nodes"}}))
 def two_nodes(x: int, fail_on_rank: int) -> (List[str], FlyteFile):
     return report_world(x, fail_on_rank)
 
@@ -71,6 +72,22 @@ def two_nodes_waiting(started: str) -> int:
         Path(started).write_text(node_ips())
     time.sleep(600)
     return 0
+
+
+@task(task_config=RayMPIJob(worker=Worker(replicas=2, requests=Resources(gpu="2")), slots=2))
+def two_gpu_nodes() -> List[str]:
+    """Each rank's "node IPs, CUDA_VISIBLE_DEVICES"."""
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD.gather(f"{node_ips()} {os.environ.get('CUDA_VISIBLE_DEVICES', 'none')}", root=0)
+
+
+@ray.remote(num_cpus=0)
+class GPUHolder:
+    """Holds the GPUs it was given, so that the next reservation on its node gets others."""
+
+    def gpus(self) -> str:
+        return os.environ.get("CUDA_VISIBLE_DEVICES", "none")
 
 
 @task(task_config=RayMPIJob(worker=Worker(replicas=3), slots=2, placement_timeout_seconds=20))

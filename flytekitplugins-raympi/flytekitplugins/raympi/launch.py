@@ -63,7 +63,8 @@ def run(task, ctx: FlyteContext, inputs: LiteralMap) -> LiteralMap:
             name=f"{task.name} (MPI rank 0)",
             num_cpus=ranks_per_bundle if resource == "CPU" else 0,
             num_gpus=ranks_per_bundle if resource == "GPU" else 0,
-            runtime_env=_runtime_env(config, raympi.placement(reservation, ranks_per_bundle), embedded),
+            runtime_env=_runtime_env(config, raympi.placement(reservation, ranks_per_bundle, config.runtime_env),
+                                     embedded),
             scheduling_strategy=PlacementGroupSchedulingStrategy(reservation, placement_group_bundle_index=0),
         )
         assignment = Assignment(
