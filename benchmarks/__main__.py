@@ -35,7 +35,8 @@ def options(argv):
     parser.add_argument("--warmup", type=at_least(0), default=1, help="untimed runs of every case first")
     parser.add_argument("--launch-ranks", type=at_least(2), nargs="+", default=[2, 4])
     parser.add_argument("--scaling-ranks", type=at_least(2), nargs="+", default=[2, 4, 8])
-    parser.add_argument("--nodes", type=at_least(1), nargs="+", default=[1, 2, 3], help="Ray nodes (multinode)")
+    parser.add_argument("--nodes", type=at_least(1), nargs="+", default=[1, 2, 4, 8],
+                        help="Ray nodes (multinode); the first is the baseline")
     parser.add_argument("--sizes-mib", type=at_least(1), nargs="+", default=[1, 16, 64])
     parser.add_argument("--iterations", type=at_least(1), default=10, help="allreduces per size in one bandwidth run")
     parser.add_argument("--steps", type=at_least(1), default=200, help="timed training steps in one Horovod run")

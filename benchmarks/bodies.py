@@ -36,6 +36,18 @@ def launch() -> int:
     return total
 
 
+def hosts() -> list[str]:
+    """Every rank's host name, rank 0's first: where the world ran (an allgather: it needs every rank too)."""
+    import socket
+
+    from mpi4py import MPI
+
+    enter = time.time()
+    names = MPI.COMM_WORLD.allgather(socket.gethostname())
+    _stamp(enter, names)
+    return names
+
+
 def bandwidth() -> dict:
     """Per buffer size (MiB, float64): achieved allreduce bandwidth in bytes/s, the buffer's size over the
     median time of one allreduce."""

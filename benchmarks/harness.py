@@ -50,6 +50,7 @@ class Sample:
     result: Any  # what rank 0's body stamped
     prestarted: bool = False  # the world's processes were started before the call (Ray had started it earlier)
     left_running: int = 0  # ranks and mpirun of this run still alive when the next run began (then killed)
+    costs: dict = field(default_factory=dict)  # what the run cost the cluster's nodes (benchmarks.nodecost)
 
 
 def phases(start: float, end: float, stamps: list[dict]) -> dict[str, float]:
