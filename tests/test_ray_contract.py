@@ -285,7 +285,7 @@ def note(**entry):
 argv = sys.argv[1:]
 note(ppid=os.getppid(), argv=argv, raylet_pid=os.environ.get("RAY_RAYLET_PID"))
 
-def guard(function, is_task):
+def guard(function, is_task, name):
     note(guarded=is_task)
     def guarded(*args, **kwargs):
         return ["guarded", function(*args, **kwargs)]

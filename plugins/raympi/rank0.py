@@ -14,6 +14,10 @@ from . import ray_internals
 from .errors import MPIRankError
 from .supervisor import Supervisor
 
+# An actor method of this name runs as a task does: its call returns once every peer has finished its entry too (the
+# world has done its work; end the actor after it).
+WHOLE_WORLD_METHOD = "run_whole_world"
+
 
 class WorldGuard:
     def __init__(self, supervisor: Supervisor):
@@ -21,11 +25,11 @@ class WorldGuard:
         self._body = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raympi-rank0")
         self._started = False
 
-    def guard(self, function, is_task: bool):
+    def guard(self, function, is_task: bool, name: str):
         """`function` guarded, and the calls after which the worker exits: a task's after one (a fresh world each)."""
-        return self._guarded(function, is_task), 1 if is_task else 0
+        return self._guarded(function, is_task or name == WHOLE_WORLD_METHOD), 1 if is_task else 0
 
-    def _guarded(self, function, is_task: bool):
+    def _guarded(self, function, whole_world: bool):
         def run(*args, **kwargs):
             supervisor = self._supervisor
             if supervisor.failure:
@@ -40,7 +44,7 @@ class WorldGuard:
                 if error is not None:
                     supervisor.fail(_rank0_error(f"raised {type(error).__name__}: {error}"))
                     raise error
-                if is_task:
+                if whole_world:
                     supervisor.wait(body, for_peers=True)
                 return body.result()
             except BaseException as error:

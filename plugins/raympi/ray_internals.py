@@ -84,9 +84,9 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def guard_calls(guard: Callable[[Callable, bool], Tuple[Callable, int]]) -> None:
-    """Make the Ray worker of this process run every task and actor method it loads as `guard(function, is_task)`
-    says: the function to run in its place, and after how many calls the worker exits (0: never). Ray's own
+def guard_calls(guard: Callable[[Callable, bool, str], Tuple[Callable, int]]) -> None:
+    """Make the Ray worker of this process run every task and actor method it loads as `guard(function, is_task,
+    name)` says: the function to run in its place, and after how many calls the worker exits (0: never). Ray's own
     actor methods are left alone. Call before run_default_worker. (1, 2, 3)"""
     from ray._private.function_manager import FunctionActorManager
 
@@ -96,7 +96,7 @@ def guard_calls(guard: Callable[[Callable, bool], Tuple[Callable, int]]) -> None
         info = load(manager, job_id, function_descriptor)
         if info.function_name.startswith(RAY_METHOD_PREFIX):
             return info
-        function, max_calls = guard(info.function, not function_descriptor.class_name)
+        function, max_calls = guard(info.function, not function_descriptor.class_name, info.function_name)
         return info._replace(function=function, max_calls=max_calls)
 
     FunctionActorManager.get_execution_info = get_execution_info

@@ -1,12 +1,13 @@
 """The driver side of a RayMPIJob run: connect to Ray (or start an embedded one), reserve the world's
-slots, run rank 0 inside an MPI world started by the `mpi` runtime env, and bring back its outputs."""
+slots, run rank 0 inside an MPI world started by the `mpi` runtime env (or a warm one, see warm.py), and bring back
+its outputs."""
 
 import logging
 import os
 import sys
 import uuid
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import cloudpickle
 import ray
@@ -21,13 +22,14 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, Place
 import raympi
 from raympi.ray_internals import bundle_nodes, job_runtime_env
 
-from . import blobs
+from . import blobs, warm
 from .config import ActiveDeadlineExceeded, RayMPIJob
 from .ranks import PEER_ENTRY, Assignment, literals_from_bytes, literals_to_bytes, remove_working_dirs, run_rank0
 
 # A failed MPI world is not retried by Ray: Flyte's `retries` decide that.
 _RANK0 = ray.remote(max_retries=0)(run_rank0)
 _REMOVE_WORKING_DIRS = ray.remote(num_cpus=0, max_retries=0)(remove_working_dirs)
+
 # How long a failed run waits for its working directories to be removed before it reports.
 _REMOVAL_TIMEOUT_S = 30.0
 
@@ -59,12 +61,15 @@ def run(task, ctx: FlyteContext, inputs: LiteralMap) -> LiteralMap:
     params = ctx.user_space_params
     try:
         _wait_for(reservation, config)
+        runtime_env = _runtime_env(config, raympi.placement(reservation, ranks_per_bundle, config.runtime_env),
+                                   embedded)
+        warm_up = embedded and resource == "CPU" and warm.enabled()
+        world = warm.take(runtime_env if warm_up else None)
         rank0 = _RANK0.options(
             name=f"{task.name} (MPI rank 0)",
             num_cpus=ranks_per_bundle if resource == "CPU" else 0,
             num_gpus=ranks_per_bundle if resource == "GPU" else 0,
-            runtime_env=_runtime_env(config, raympi.placement(reservation, ranks_per_bundle, config.runtime_env),
-                                     embedded),
+            runtime_env=runtime_env,
             scheduling_strategy=PlacementGroupSchedulingStrategy(reservation, placement_group_bundle_index=0),
         )
         assignment = Assignment(
@@ -79,13 +84,23 @@ def run(task, ctx: FlyteContext, inputs: LiteralMap) -> LiteralMap:
             driver_node=ray.get_runtime_context().get_node_id(),
             run_id=uuid.uuid4().hex,
         )
+        args = (list(sys.path), cloudpickle.dumps(assignment))
         try:
-            outputs, files, decks = _result(rank0.remote(list(sys.path), cloudpickle.dumps(assignment)), task)
+            if world is None:
+                call = rank0.remote(*args)
+                outputs, files, decks = _result(call, task, stop=lambda: ray.cancel(call, force=True))
+            else:
+                outputs, files, decks = _result(world.run_whole_world.remote(*args), task, stop=lambda: ray.kill(world))
         except Exception:
             _remove_working_dirs(reservation, assignment.run_id)
             raise
+        finally:
+            if world is not None:
+                ray.kill(world)  # its call is done, or failed: a world runs one call
     finally:
         remove_placement_group(reservation)
+    if warm_up:
+        warm.start(runtime_env, name=f"{task.name} (MPI rank 0, warm)")
     # Rank 0's decks are the task's: on a cluster flytekit's entrypoint writes them after the task, as for any task.
     params.decks.extend(Deck(name, html, auto_add_to_deck=False) for name, html in decks.items())
     if task.enable_deck and ctx.execution_state.is_local_execution():
@@ -112,12 +127,12 @@ def _remove_working_dirs(reservation, run_id: str) -> None:
     ray.wait(removals, num_returns=len(removals), timeout=_REMOVAL_TIMEOUT_S)
 
 
-def _result(ref, task):
+def _result(ref, task, stop: Callable[[], None]):
     seconds, limit = _deadline(task)
     try:
         return ray.get(ref, timeout=seconds)
     except GetTimeoutError:
-        ray.cancel(ref, force=True)
+        stop()
         raise ActiveDeadlineExceeded(f"the MPI job ran longer than {limit}={seconds:g} s and was stopped") from None
     except RayTaskError as error:
         raise error.as_instanceof_cause() from None

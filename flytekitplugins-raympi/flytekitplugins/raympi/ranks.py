@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -28,6 +29,8 @@ from . import blobs
 
 PEER_ENTRY = f"{__name__}.run_peer"
 WORKING_DIR_PREFIX = "raympi-rank-"
+# How often an idle peer looks whether rank 0 has its call.
+IDLE_POLL_S = 0.005
 
 
 @dataclass
@@ -67,6 +70,7 @@ def run_rank0(sys_path: List[str], payload: bytes) -> Tuple[bytes, Dict[str, byt
     from raympi import mpi_init
 
     mpi_init()
+    MPI.COMM_WORLD.Ibarrier().Wait()  # see _wait_for_the_call
     assignment = _load(MPI.COMM_WORLD.bcast((sys_path, payload), root=0))
     kept: Set[str] = set()
     with rank_context(assignment, 0, kept) as ctx:
@@ -86,6 +90,7 @@ def run_peer() -> None:
     """The worker entry of ranks 1..N-1."""
     from mpi4py import MPI
 
+    _wait_for_the_call(MPI.COMM_WORLD)
     assignment = _load(MPI.COMM_WORLD.bcast(None, root=0))
     task = assignment.task
     with rank_context(assignment, MPI.COMM_WORLD.rank, kept=set()) as ctx:
@@ -94,6 +99,22 @@ def run_peer() -> None:
             task.execute(**inputs)
         except IgnoreOutputs:
             logger.debug("rank %d ignores its outputs", MPI.COMM_WORLD.rank)
+
+
+class World:
+    """An MPI world started ahead of its call, as an actor (its rank 0): it waits, its ranks idle and its imports
+    done, until run_whole_world runs the one task it is for (see run_rank0), returning once every rank is done (the
+    method's name says so: raympi.rank0.WHOLE_WORLD_METHOD); its caller then ends it."""
+
+    def run_whole_world(self, sys_path: List[str], payload: bytes) -> Tuple[bytes, Dict[str, bytes], Dict[str, str]]:
+        return run_rank0(sys_path, payload)
+
+
+def _wait_for_the_call(comm) -> None:
+    """Until rank 0 has its call, with sleeps: an MPI wait would keep a CPU busy, in a world started ahead too."""
+    request = comm.Ibarrier()
+    while not request.Test():
+        time.sleep(IDLE_POLL_S)
 
 
 def remove_working_dirs(run_id: str) -> None:

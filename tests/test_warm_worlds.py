@@ -1,0 +1,125 @@
+"""Warm worlds (flytekitplugins.raympi.warm): on the embedded Ray a call runs in a world started ahead of it, never in
+one that ran an earlier call, and with warm worlds off no process of a world outlives its call. Processes are read
+from /proc."""
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from typing import List
+
+import pytest
+from flytekit import current_context, task
+
+from conftest import TESTS_DIR, command_line, marked_processes, wait_until_gone
+from flytekitplugins.raympi import RayMPIJob, Worker
+from flytekitplugins.raympi.warm import WARM_WORLDS_VAR
+from raympi import MPIRankError
+
+pytestmark = pytest.mark.usefixtures("embedded_ray")
+# In the environment of the embedded Ray this module's first task starts, so of every rank: tells its processes.
+MARKER = f"RAYMPI_TEST_RUN={os.environ.setdefault('RAYMPI_TEST_RUN', uuid.uuid4().hex)}"
+CALLS: List[int] = []  # per process: a rank that ran an earlier call has more than one
+
+
+def process_start(pid: int) -> float:
+    """When `pid` started (epoch seconds)."""
+    with open("/proc/uptime") as uptime, open(f"/proc/{pid}/stat") as stat:
+        since_boot = float(uptime.read().split()[0])
+        ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
+    return time.time() - since_boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
+@task(task_config=RayMPIJob(worker=Worker(replicas=1), slots=2))
+def world_state(x: int) -> List[str]:
+    """Each rank: "pid started calls x working_directory"."""
+    from mpi4py import MPI
+
+    CALLS.append(x)
+    comm = MPI.COMM_WORLD
+    total = comm.allreduce(x)
+    return comm.gather(f"{os.getpid()} {process_start(os.getpid())} {len(CALLS)} {total} "
+                       f"{current_context().working_directory}", root=0)
+
+
+@task(task_config=RayMPIJob(worker=Worker(replicas=1), slots=2))
+def fails_on(rank: int) -> int:
+    from mpi4py import MPI
+
+    if MPI.COMM_WORLD.rank == rank:
+        raise RuntimeError(f"rank {rank} failed on purpose")
+    MPI.COMM_WORLD.barrier()
+    return 0
+
+
+def world_processes() -> set:
+    """This module's ranks and mpirun."""
+    return {pid for pid in marked_processes(MARKER)
+            if "raympi.runner" in command_line(pid) or os.path.basename(command_line(pid).split(" ")[0]) in
+            ("mpirun", "prterun")}
+
+
+def wait_for_idle_world(ranks: int, timeout: float = 120) -> set:
+    deadline = time.monotonic() + timeout
+    while len(idle := world_processes()) < ranks + 1:  # and mpirun
+        assert time.monotonic() < deadline, f"no warm world of {ranks} ranks started: {idle}"
+        time.sleep(0.2)
+    return idle
+
+
+def test_a_call_runs_in_a_world_started_for_it_never_in_one_that_ran_before():
+    first = [row.split() for row in world_state(x=1)]
+    idle = wait_for_idle_world(ranks=2)
+    began = time.time()
+    second = [row.split() for row in world_state(x=2)]
+    assert [row[2:4] for row in first] == [["1", "2"]] * 2 and [row[2:4] for row in second] == [["1", "4"]] * 2, \
+        "each rank of each call ran that call only, with its inputs"
+    assert {int(row[0]) for row in second} < idle and not {row[0] for row in first} & {row[0] for row in second}, \
+        "the second call ran in the idle world, not in the first call's"
+    assert all(float(row[1]) < began for row in second), "its ranks started before the call"
+    assert not any(os.path.exists(row[4]) for row in first + second), "every rank's working directory is removed"
+    assert wait_until_gone({int(row[0]) for row in first}) == set(), "the first call's world ended with it"
+
+
+def test_a_rank_failing_in_a_warm_world_fails_the_call_and_ends_that_world():
+    world_state(x=1)
+    idle = wait_for_idle_world(ranks=2)
+    with pytest.raises(MPIRankError, match="MPI rank 1 .* raised RuntimeError: rank 1 failed on purpose"):
+        fails_on(rank=1)
+    assert wait_until_gone(idle) == set(), "the failed world's processes"
+
+
+def test_with_warm_worlds_off_no_world_outlives_its_call(monkeypatch):
+    world_state(x=1)
+    idle = wait_for_idle_world(ranks=2)
+    monkeypatch.setenv(WARM_WORLDS_VAR, "0")
+    ran = {int(row.split()[0]) for row in world_state(x=1)}
+    assert not ran & idle, "the world waiting when they were turned off served a call"
+    assert wait_until_gone(idle) == set(), "the world waiting when they were turned off is ended"
+    time.sleep(5)  # as long as a warm world would take to show up
+    assert wait_until_gone(world_processes()) == set(), "a world outlived its call"
+
+
+def test_an_unknown_warm_worlds_setting_is_refused_naming_it(monkeypatch):
+    monkeypatch.setenv(WARM_WORLDS_VAR, "yes")
+    with pytest.raises(ValueError, match=f"{WARM_WORLDS_VAR}='yes': 1 keeps a warm world for the next call, 0 keeps "
+                                         "none"):
+        world_state(x=1)
+
+
+def test_nothing_of_a_warm_world_survives_its_driver():
+    driver = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(TESTS_DIR)!r})
+        from test_warm_worlds import world_state, wait_for_idle_world
+        world_state(x=1)
+        wait_for_idle_world(ranks=2)
+    """)
+    marker = f"RAYMPI_TEST_RUN={uuid.uuid4().hex}"
+    name, value = marker.split("=")
+    subprocess.run([sys.executable, "-c", driver], check=True, timeout=300, capture_output=True,
+                   env={**os.environ, name: value})
+    left = wait_until_gone(marked_processes(marker), within=30)
+    assert left == set(), [command_line(p)[:200] for p in left]
