@@ -11,10 +11,11 @@ import os
 import sys
 from pathlib import Path
 
-from benchmarks import bandwidth, horovod, launch, multinode, report, scaling
+from benchmarks import bandwidth, horovod, launch, multinode, repeated, report, scaling
 from benchmarks.harness import ROOT, Session
 
-SECTIONS = {"launch": launch, "bandwidth": bandwidth, "scaling": scaling, "horovod": horovod, "multinode": multinode}
+SECTIONS = {"launch": launch, "bandwidth": bandwidth, "scaling": scaling, "horovod": horovod, "repeated": repeated,
+            "multinode": multinode}
 DEFAULT_SECTIONS = [name for name in SECTIONS if name != "multinode" or os.geteuid() == 0]
 
 
@@ -35,6 +36,8 @@ def options(argv):
     parser.add_argument("--warmup", type=at_least(0), default=1, help="untimed runs of every case first")
     parser.add_argument("--launch-ranks", type=at_least(2), nargs="+", default=[2, 4])
     parser.add_argument("--scaling-ranks", type=at_least(2), nargs="+", default=[2, 4, 8])
+    parser.add_argument("--repeated-ranks", type=at_least(2), nargs="+", default=[2, 4],
+                        help="ranks of the repeated calls (their rounds: --repeats)")
     parser.add_argument("--nodes", type=at_least(1), nargs="+", default=[1, 2, 4, 8],
                         help="Ray nodes (multinode); the first is the baseline")
     parser.add_argument("--sizes-mib", type=at_least(1), nargs="+", default=[1, 16, 64])

@@ -51,6 +51,7 @@ class Sample:
     prestarted: bool = False  # the world's processes were started before the call (Ray had started it earlier)
     left_running: int = 0  # ranks and mpirun of this run still alive when the next run began (then killed)
     costs: dict = field(default_factory=dict)  # what the run cost the cluster's nodes (benchmarks.nodecost)
+    since_previous: float | None = None  # seconds from the end of the session's previous run to this run's start
 
 
 def phases(start: float, end: float, stamps: list[dict]) -> dict[str, float]:
@@ -76,10 +77,12 @@ class Session:
         os.environ[SETTINGS_ENV] = json.dumps({**settings, "stamps": str(self._stamps)})
         # Ranks started by mpirun, by Ray or by a subprocess import the bodies from here.
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-        raympi.init_ray(num_cpus=ray_cpus, include_dashboard=False, logging_level=logging.WARNING)
+        self._ray_cpus = ray_cpus
+        self._start_ray()
         _remove_dead_mpiruns_session_dirs()
         self.samples: dict[str, list[Sample]] = {}
         self._previous: tuple[Sample, list] | None = None  # the last run, and its (pid, start time)s
+        self._ended: float | None = None  # when the last run's call returned (time.time())
 
     def measure(self, cases: list[Case], repeats: int, warmup: int = 1) -> None:
         """Run each case not measured yet `warmup` times untimed, then `repeats` times, round-robin."""
@@ -91,6 +94,30 @@ class Session:
             for case in new:
                 self.samples.setdefault(case.key, []).append(self._once(case))
 
+    def measure_repeated(self, cases: list[Case], rounds: int, warmup: int = 1, gap_s: float = 0.0) -> None:
+        """Round-robin as measure(), but each turn of a case is a call repeated in this process: `warmup` untimed
+        calls, then a timed one `gap_s` after the previous ended (its processes' exit, awaited first, counts in it)."""
+        new = [case for case in dict.fromkeys(cases) if case.key not in self.samples]
+        for _ in range(rounds):
+            for case in new:
+                for _ in range(warmup):
+                    self._once(case)
+                self.samples.setdefault(case.key, []).append(self._once(case, gap_s))
+
+    @contextlib.contextmanager
+    def product_ray(self, start: Callable[[], Any]):
+        """In place of the session's Ray, the one RayMPIJob starts itself when none runs (its embedded Ray, where it
+        keeps warm worlds): `start()`, a RayMPIJob call, starts it; the session's Ray is back afterwards."""
+        self._reap()
+        ray.shutdown()
+        try:
+            start()
+            yield
+        finally:
+            self._reap()
+            ray.shutdown()
+            self._start_ray()
+
     def median(self, key: str, figure: Callable[[Sample], float | None] = lambda s: s.wall) -> float | None:
         values = [v for v in map(figure, self.samples.get(key, [])) if v is not None]
         return statistics.median(values) if values else None
@@ -100,10 +127,14 @@ class Session:
         ray.shutdown()
         shutil.rmtree(self._stamps, ignore_errors=True)
 
-    def _once(self, case: Case) -> Sample:
+    def _start_ray(self) -> None:
+        raympi.init_ray(num_cpus=self._ray_cpus, include_dashboard=False, logging_level=logging.WARNING)
+
+    def _once(self, case: Case, gap_s: float = 0.0) -> Sample:
         for stale in self._stamps.iterdir():
             stale.unlink()
         self._reap()
+        time.sleep(max(0.0, (self._ended or 0.0) + gap_s - time.time()))
         start = time.time()
         case.run()
         end = time.time()
@@ -111,7 +142,9 @@ class Session:
         rank0 = next((s["result"] for s in stamps if s["rank"] == 0), None)
         # /proc counts in ticks of 10 ms
         prestarted = any(s["parent"] in MPIRUN_NAMES and s["parent_started"] < start - 0.02 for s in stamps)
-        sample = Sample(end - start, phases(start, end, stamps), rank0, prestarted)
+        sample = Sample(end - start, phases(start, end, stamps), rank0, prestarted,
+                        since_previous=None if self._ended is None else start - self._ended)
+        self._ended = end
         ranks = [(s["pid"], s["started"]) for s in stamps]
         mpiruns = {(s["parent_pid"], s["parent_started"]) for s in stamps if s["parent"] in MPIRUN_NAMES}
         self._previous = sample, ranks + sorted(mpiruns)

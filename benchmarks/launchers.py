@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 
 import ray
 import raympi
@@ -18,6 +19,7 @@ LABELS = {
     "mpirun": "(a) plain mpirun",
     "ray": "(b) mpi runtime env, Ray running",
     "raympijob": "(c) RayMPIJob task, Ray running",
+    "raympijob_cold": "(c') RayMPIJob task, warm worlds off",
     "cold": "(d) python wf.py, RayMPIJob, cold",
     "kfmpi": "(e) python wf.py, kfmpi MPIJob (1 process)",
     "ray_cold": "Ray cold start + 1 task",
@@ -36,6 +38,20 @@ def _process(*command: str):
             raise RuntimeError(f"{' '.join(command)} exited with {done.returncode}:\n{done.stderr[-3000:]}")
 
     return run
+
+
+@contextmanager
+def _env_var(name: str, value: str):
+    """`name` set to `value` in this process's environment meanwhile; only it is restored (Ray sets others)."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
 
 
 def mpirun(ranks: int, body: str) -> Case:
@@ -61,6 +77,19 @@ def raympijob(ranks: int, body: str) -> Case:
     from benchmarks.tasks import flyte_task
 
     return Case("raympijob", ranks, body, flyte_task("raympijob", ranks, body))
+
+
+def raympijob_cold(ranks: int, body: str) -> Case:
+    """RayMPIJob with warm worlds off (RAYMPI_WARM_WORLDS=0): every call starts a world of its own."""
+    from benchmarks.tasks import flyte_task
+
+    call = flyte_task("raympijob", ranks, body)
+
+    def run():
+        with _env_var("RAYMPI_WARM_WORLDS", "0"):
+            return call()
+
+    return Case("raympijob_cold", ranks, body, run)
 
 
 def cold_workflow(kind: str, ranks: int) -> Case:

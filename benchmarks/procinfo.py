@@ -1,4 +1,5 @@
-"""Process start times and parents from /proc, as wall-clock seconds comparable with `time.time()`."""
+"""Processes seen in /proc: start times (as wall-clock seconds comparable with `time.time()`), parents and children,
+CPU time and memory."""
 
 import os
 import time
@@ -29,5 +30,44 @@ def alive(pid: int, started_at: float) -> bool:
     it is neither gone nor a zombie."""
     try:
         return _stat(pid)[1][0] != "Z" and abs(started(pid) - started_at) < 0.05
-    except FileNotFoundError:
+    except OSError:  # gone, or exited while /proc was read (ESRCH)
         return False
+
+
+def cpu_s(pid: int) -> float:
+    """CPU time (user + system) that `pid` has used."""
+    fields = _stat(pid)[1]
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def named(names) -> list[int]:
+    """The processes whose command name is one of `names`."""
+    return [pid for pid, (name, _) in _all() if name in names]
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`."""
+    return [child for child, (_, fields) in _all() if int(fields[1]) == pid]
+
+
+def _all():
+    """(pid, _stat(pid)) of every process."""
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                yield int(entry.name), _stat(int(entry.name))
+            except OSError:  # it exited meanwhile
+                pass
+
+
+def memory_mb(pid: int) -> dict:
+    """{"rss": MB, "pss": MB} of `pid`, from /proc/<pid>/smaps_rollup (MB = 10^6 bytes)."""
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        kib = {line.split(":")[0].lower(): int(line.split()[1]) for line in f if line.startswith(("Rss:", "Pss:"))}
+    return {name: kib[name] * 1024 / 1e6 for name in ("rss", "pss")}
+
+
+def title(pid: int) -> str:
+    """The command line as the process shows it (Ray workers set theirs, e.g. "ray::World")."""
+    with open(f"/proc/{pid}/cmdline") as f:
+        return f.read().replace("\0", " ").strip()

@@ -9,7 +9,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--repeats", "1", "--warmup", "0", "--launch-ranks", "2", "--scaling-ranks", "2", "--sizes-mib", "1",
-        "--iterations", "2", "--steps", "2", "--nodes", "1", "2"]
+        "--iterations", "2", "--steps", "2", "--nodes", "1", "2", "--repeated-ranks", "2"]
+REPEATED = {f"{method}+{gap}s/2/launch" for method in ("mpirun", "ray", "raympijob", "raympijob_cold")
+            for gap in (0, 5)}
 
 
 @pytest.mark.timeout(900)
@@ -19,7 +21,7 @@ def test_harness_measures_every_case_and_reports(tmp_path):
     assert done.returncode == 0, done.stderr[-5000:]
 
     for heading in ("### Targets", "### Launch overhead", "### Allreduce bandwidth", "### Scaling", "### Horovod",
-                    "### Multi-node"):
+                    "### Repeated calls", "### Multi-node"):
         assert heading in done.stdout
     assert (tmp_path / "table.md").read_text() in done.stdout
     assert (tmp_path / "plot.png").read_bytes().startswith(b"\x89PNG")
@@ -27,11 +29,12 @@ def test_harness_measures_every_case_and_reports(tmp_path):
     samples = json.loads((tmp_path / "results.json").read_text())["samples"]
     expected = {"mpirun/2/launch", "ray/2/launch", "raympijob/2/launch", "cold/2/launch", "kfmpi/2/launch",
                 "ray_cold/2/-", "flytekit/1/launch", "mpirun/2/bandwidth", "raympijob/2/bandwidth",
-                "mpirun/2/horovod", "raympijob/2/horovod", "raympijob_nodes/1/launch", "raympijob_nodes/2/launch"}
+                "mpirun/2/horovod", "raympijob/2/horovod", "raympijob_nodes/1/launch", "raympijob_nodes/2/launch",
+                "warm_world/2/idle", *REPEATED}
     assert set(samples) == expected
     # Every MPI launch on this node was split into phases from its ranks' stamps; kfmpi runs one process.
     for key in expected - {"kfmpi/2/launch", "ray_cold/2/-", "flytekit/1/launch", "raympijob_nodes/1/launch",
-                           "raympijob_nodes/2/launch"}:
+                           "raympijob_nodes/2/launch", "warm_world/2/idle"}:
         (sample,) = samples[key]
         assert sample["phases"], key
         assert sum(sample["phases"].values()) == pytest.approx(sample["wall"])
@@ -39,6 +42,14 @@ def test_harness_measures_every_case_and_reports(tmp_path):
     assert samples["kfmpi/2/launch"][0]["result"] == 1
     assert samples["raympijob/2/bandwidth"][0]["result"]["1"] > 0
     assert samples["raympijob/2/horovod"][0]["result"] > 0
+    # Repeated calls: every timed call returned the sum; 5 s apart means 5 s between calls; a warm world served the
+    # warm RayMPIJob call 5 s apart; the idle warm world's memory is there for mpirun and both ranks.
+    assert all(samples[key][0]["result"] == 2 for key in REPEATED)
+    assert samples["mpirun+5s/2/launch"][0]["since_previous"] >= 5
+    assert samples["raympijob+5s/2/launch"][0]["prestarted"]
+    (idle,) = samples["warm_world/2/idle"]
+    assert set(idle["result"]["memory_mb"]) == {"mpirun", "rank 0", "rank 1"}
+    assert all(0 < m["pss"] <= m["rss"] for m in idle["result"]["memory_mb"].values())
     # The multi-node runs report where rank 0 ran (first of the ranks' hosts) and what each node spent.
     (two_nodes,) = samples["raympijob_nodes/2/launch"]
     hosts, costs = two_nodes["result"], two_nodes["costs"]

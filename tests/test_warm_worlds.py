@@ -1,6 +1,7 @@
 """Warm worlds (flytekitplugins.raympi.warm): on the embedded Ray a call runs in a world started ahead of it, never in
-one that ran an earlier call, and with warm worlds off no process of a world outlives its call. Processes are read
-from /proc."""
+one that ran an earlier call, and with warm worlds off none is started. Processes are read from /proc: a warm world's
+rank 0 is titled `ray::World`. (Ray itself may keep a spare world of a task's runtime env, an idle worker started
+beside the call's: that one is Ray's, with warm worlds or without.)"""
 
 import os
 import subprocess
@@ -54,16 +55,24 @@ def fails_on(rank: int) -> int:
     return 0
 
 
-def world_processes() -> set:
-    """This module's ranks and mpirun."""
-    return {pid for pid in marked_processes(MARKER)
-            if "raympi.runner" in command_line(pid) or os.path.basename(command_line(pid).split(" ")[0]) in
-            ("mpirun", "prterun")}
+def warm_world() -> set:
+    """The processes of this module's warm world: its mpirun, with rank 0 (`ray::World`) and the other ranks."""
+    rank0s = [pid for pid in marked_processes(MARKER) if command_line(pid).startswith("ray::World")]
+    mpiruns = {parent(pid) for pid in rank0s}
+    return mpiruns | {pid for pid in marked_processes(MARKER) if parent(pid) in mpiruns}
 
 
-def wait_for_idle_world(ranks: int, timeout: float = 120) -> set:
+def parent(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[1])
+    except FileNotFoundError:
+        return 0
+
+
+def wait_for_warm_world(ranks: int, timeout: float = 120) -> set:
     deadline = time.monotonic() + timeout
-    while len(idle := world_processes()) < ranks + 1:  # and mpirun
+    while len(idle := warm_world()) < ranks + 1:  # and mpirun
         assert time.monotonic() < deadline, f"no warm world of {ranks} ranks started: {idle}"
         time.sleep(0.2)
     return idle
@@ -71,7 +80,7 @@ def wait_for_idle_world(ranks: int, timeout: float = 120) -> set:
 
 def test_a_call_runs_in_a_world_started_for_it_never_in_one_that_ran_before():
     first = [row.split() for row in world_state(x=1)]
-    idle = wait_for_idle_world(ranks=2)
+    idle = wait_for_warm_world(ranks=2)
     began = time.time()
     second = [row.split() for row in world_state(x=2)]
     assert [row[2:4] for row in first] == [["1", "2"]] * 2 and [row[2:4] for row in second] == [["1", "4"]] * 2, \
@@ -85,21 +94,21 @@ def test_a_call_runs_in_a_world_started_for_it_never_in_one_that_ran_before():
 
 def test_a_rank_failing_in_a_warm_world_fails_the_call_and_ends_that_world():
     world_state(x=1)
-    idle = wait_for_idle_world(ranks=2)
+    idle = wait_for_warm_world(ranks=2)
     with pytest.raises(MPIRankError, match="MPI rank 1 .* raised RuntimeError: rank 1 failed on purpose"):
         fails_on(rank=1)
     assert wait_until_gone(idle) == set(), "the failed world's processes"
 
 
-def test_with_warm_worlds_off_no_world_outlives_its_call(monkeypatch):
+def test_with_warm_worlds_off_none_is_started_and_the_waiting_one_ends(monkeypatch):
     world_state(x=1)
-    idle = wait_for_idle_world(ranks=2)
+    idle = wait_for_warm_world(ranks=2)
     monkeypatch.setenv(WARM_WORLDS_VAR, "0")
     ran = {int(row.split()[0]) for row in world_state(x=1)}
-    assert not ran & idle, "the world waiting when they were turned off served a call"
-    assert wait_until_gone(idle) == set(), "the world waiting when they were turned off is ended"
+    assert not ran & idle, "the warm world waiting when they were turned off served a call"
+    assert wait_until_gone(idle) == set(), "the warm world waiting when they were turned off is ended"
     time.sleep(5)  # as long as a warm world would take to show up
-    assert wait_until_gone(world_processes()) == set(), "a world outlived its call"
+    assert warm_world() == set(), "a warm world was started"
 
 
 def test_an_unknown_warm_worlds_setting_is_refused_naming_it(monkeypatch):
@@ -113,9 +122,9 @@ def test_nothing_of_a_warm_world_survives_its_driver():
     driver = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(TESTS_DIR)!r})
-        from test_warm_worlds import world_state, wait_for_idle_world
+        from test_warm_worlds import world_state, wait_for_warm_world
         world_state(x=1)
-        wait_for_idle_world(ranks=2)
+        wait_for_warm_world(ranks=2)
     """)
     marker = f"RAYMPI_TEST_RUN={uuid.uuid4().hex}"
     name, value = marker.split("=")
