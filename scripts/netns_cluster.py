@@ -297,7 +297,10 @@ def start_ray(cluster: Cluster, node: Node, deadline: float, args: list, attempt
     ~15 s to come up (not configurable in Ray 2.60); nodes start one at a time for the same reason.
     The node's Ray runs in a session of its own: with the kernel's autogroup scheduling, each node
     then gets a CPU share of its own, as a machine would."""
-    argv = cluster.enter(node) + ["setsid", str(VENV_BIN / "ray"), "start"] + [a.format(ip=node.ip) for a in args]
+    # Through this interpreter, not the venv's `ray` script: the script names the interpreter its venv was built
+    # with, which a venv seen under another path (a bind mount) does not share with the nodes.
+    ray = [sys.executable, "-m", "ray.scripts.scripts", "start"]
+    argv = cluster.enter(node) + ["setsid", *ray] + [a.format(ip=node.ip) for a in args]
     for attempt in range(1, attempts + 1):
         with open(state_dir(cluster.name) / f"{node.name}.log", "ab") as log:
             log.write(f"--- {' '.join(argv)} (attempt {attempt})\n".encode())

@@ -29,7 +29,6 @@ from .ranks import PEER_ENTRY, Assignment, literals_from_bytes, literals_to_byte
 # A failed MPI world is not retried by Ray: Flyte's `retries` decide that.
 _RANK0 = ray.remote(max_retries=0)(run_rank0)
 _REMOVE_WORKING_DIRS = ray.remote(num_cpus=0, max_retries=0)(remove_working_dirs)
-
 # How long a failed run waits for its working directories to be removed before it reports.
 _REMOVAL_TIMEOUT_S = 30.0
 
