@@ -166,7 +166,7 @@ def started_pid(path: Path, agent: subprocess.Popen) -> int:
 @pytest.mark.usefixtures("local_ray")
 def test_a_daemon_launcher_runs_only_what_an_agent_with_the_key_asks_and_nothing_outlives_it(tmp_path):
     key, marker = new_key(), tmp_path / "unpickled"
-    launcher = DaemonLauncher.remote(key)
+    launcher = DaemonLauncher.remote(key, ray.util.get_node_ip_address())
     address = tuple(ray.get(launcher.address.remote(), timeout=60))
     pid = ray.get(launcher.__ray_call__.remote(lambda _: os.getpid()))
     assert listening(pid) >= {address} and address[0] == ray.util.get_node_ip_address(), \

@@ -30,8 +30,9 @@ sys.exit(subprocess.call(["/bin/sh", "-c", guarded], preexec_fn=lambda: prctl(1,
 
 @ray.remote(num_cpus=0, max_restarts=0)
 class DaemonLauncher:
-    def __init__(self, key: bytes):
-        self._listener = ChannelListener(ray.util.get_node_ip_address(), key)
+    def __init__(self, key: bytes, host: str):
+        """Listens on `host`, its node's IP as mpirun's --host names it."""
+        self._listener = ChannelListener(host, key)
         threading.Thread(target=self._accept, name="raympi-launcher", daemon=True).start()
 
     def address(self) -> Tuple[str, int]:

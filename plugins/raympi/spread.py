@@ -30,7 +30,7 @@ def placement(group: "PlacementGroup", ranks_per_bundle: int, runtime_env: Optio
         return {"hosts": hosts}
     key = new_key()
     others = list(first_bundle.items())[1:]
-    addresses = ray.get([_launcher(group, index, runtime_env).remote(key).address.remote() for _, index in others])
+    addresses = ray.get([_launcher(group, index, runtime_env).remote(key, ip).address.remote() for ip, index in others])
     return {"hosts": hosts, "launchers": {ip: port for ip, port in addresses}, "launch_key": key.hex()}
 
 
@@ -39,7 +39,7 @@ def _launcher(group: "PlacementGroup", bundle: int, runtime_env: Optional[dict])
 
     from .daemon_launcher import DaemonLauncher
 
-    env = dict(runtime_env or {})
+    env = {name: value for name, value in (runtime_env or {}).items() if name != "mpi"}
     # Ranks run at the niceness of their daemon, a child of this Ray worker: that of rank 0 (see RANK_ENV).
     env["env_vars"] = {**env.get("env_vars", {}), WORKER_NICENESS: "0"}
     return DaemonLauncher.options(
