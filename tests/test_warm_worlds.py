@@ -14,6 +14,8 @@ from typing import List
 import pytest
 from flytekit import current_context, task
 
+from benchmarks import procinfo
+from benchmarks.procinfo import started
 from conftest import TESTS_DIR, command_line, marked_processes, wait_until_gone
 from flytekitplugins.raympi import RayMPIJob, Worker
 from flytekitplugins.raympi.warm import WARM_WORLDS_VAR
@@ -25,14 +27,6 @@ MARKER = f"RAYMPI_TEST_RUN={os.environ.setdefault('RAYMPI_TEST_RUN', uuid.uuid4(
 CALLS: List[int] = []  # per process: a rank that ran an earlier call has more than one
 
 
-def process_start(pid: int) -> float:
-    """When `pid` started (epoch seconds)."""
-    with open("/proc/uptime") as uptime, open(f"/proc/{pid}/stat") as stat:
-        since_boot = float(uptime.read().split()[0])
-        ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
-    return time.time() - since_boot + ticks / os.sysconf("SC_CLK_TCK")
-
-
 @task(task_config=RayMPIJob(worker=Worker(replicas=1), slots=2))
 def world_state(x: int) -> List[str]:
     """Each rank: "pid started calls x working_directory"."""
@@ -41,7 +35,7 @@ def world_state(x: int) -> List[str]:
     CALLS.append(x)
     comm = MPI.COMM_WORLD
     total = comm.allreduce(x)
-    return comm.gather(f"{os.getpid()} {process_start(os.getpid())} {len(CALLS)} {total} "
+    return comm.gather(f"{os.getpid()} {started(os.getpid())} {len(CALLS)} {total} "
                        f"{current_context().working_directory}", root=0)
 
 
@@ -64,9 +58,8 @@ def warm_world() -> set:
 
 def parent(pid: int) -> int:
     try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return int(stat.read().rsplit(")", 1)[1].split()[1])
-    except FileNotFoundError:
+        return procinfo.parent(pid)[0]
+    except OSError:  # gone meanwhile
         return 0
 
 
