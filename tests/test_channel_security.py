@@ -177,7 +177,11 @@ def test_a_daemon_launcher_runs_only_what_an_agent_with_the_key_asks_and_nothing
     assert stranger.wait(timeout=60) == 255 and "does not answer" in stranger.stderr.read()
     assert not marker.exists(), "a stranger's pickle was unpickled, or its command run"
 
-    assert launch_agent(address, key, "exit 3").wait(timeout=60) == 3, "the daemon's status is the agent's"
+    failing = launch_agent(address, key, "echo no prted here >&2; exit 3")
+    assert failing.wait(timeout=60) == 3, "the daemon's status is the agent's"
+    assert "mpirun's daemon on {} failed (exit status 3): no prted here".format(address[0]) in failing.stderr.read()
+    assert ray.get(launcher.failure.remote(), timeout=10).endswith("(exit status 3): no prted here"), \
+        "kept for the world's caller"
 
     stopped = launch_agent(address, key, f"sleep 600 & echo $! > {tmp_path / 'a'}; wait")
     daemon = started_pid(tmp_path / "a", stopped)

@@ -168,6 +168,30 @@ def test_one_cpu_nodes_and_each_nodes_ranks_see_the_gpus_ray_reserved_there():
         assert seen == {w1.ip: {"1,2"}, w2.ip: {"0,1"}}, ranks
 
 
+def test_a_daemon_that_cannot_start_on_another_node_fails_the_task_in_seconds_saying_why():
+    """mpirun's daemon is not where mpirun looks for it on the other node (an MPI installed elsewhere there): the world
+    never starts, so Ray would start rank 0's worker again and again until its registration timeout (300 s). The
+    launcher there keeps the daemon's stderr, and the driver (raympi.get) fails the task with it.
+
+    A cluster of its own: on rank 0's node Ray counts each dead mpirun as a worker starting (maximum_startup_concurrency
+    is the node's CPUs) until that timeout, so no other worker starts there for 300 s (README: Known limits)."""
+    with start_netns_cluster(workers=2, slots=1) as small:
+        began = time.monotonic()
+        driver = small.driver("""
+            import mpi_jobs
+            mpi_jobs.no_daemons_elsewhere()
+        """, cwd=JOB_CODE)
+        _, err = driver.communicate(timeout=300)
+        failed_after = time.monotonic() - began
+        print(f"failed {failed_after:.1f} s after the driver started")
+        reported = " ".join(err.split())
+        assert driver.returncode != 0
+        assert re.search(r"MPIWorldStartError: the MPI world could not start: mpirun's daemon on 10\.[\d.]+ failed "
+                         r"\(exit status 127\): /bin/sh: 1: /nonexistent/bin/prted: not found", reported), err[-3000:]
+        assert failed_after < 60, "not Ray's registration timeout"
+        assert [mpi_processes(n) for n in small.nodes] == [[] for _ in small.nodes]
+
+
 # Last: the cluster has one worker node fewer afterwards.
 def test_losing_a_node_fails_the_task_and_leaves_nothing_running(cluster, shared_dir):
     started = shared_dir / "started"

@@ -9,6 +9,8 @@ import importlib
 _EXPORTS = {
     "MPIRankError": "errors",
     "MPIWorldError": "errors",
+    "MPIWorldStartError": "errors",
+    "get": "spread",
     "init_ray": "registration",
     "mpi_init": "init",
     "placement": "spread",

@@ -5,6 +5,10 @@ class MPIWorldError(RuntimeError):
     """The MPI world of a Ray task or actor failed; the message says which rank and why."""
 
 
+class MPIWorldStartError(MPIWorldError):
+    """The MPI world never started (no rank ran); the message says where and why."""
+
+
 class MPIRankError(MPIWorldError):
     """An MPI rank raised, or exited before it finished."""
 

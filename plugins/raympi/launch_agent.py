@@ -5,14 +5,16 @@
 
 mpirun (PRRTE) calls it as it would call ssh, once per other node and all at once, to start its daemon there.
 It hands the command to that node's raympi.daemon_launcher (the world's key proves who asks), exits with the
-daemon's status, and stops the daemon by exiting. It imports no Ray: one runs per node of the world on rank 0's
-node, and costs a small Python process.
+daemon's status, and stops the daemon by exiting. Why a daemon failed (the end of its stderr), or why its
+launcher cannot be reached, is said on stderr: Ray shows it on the driver's console. It imports no Ray: one runs
+per node of the world on rank 0's node, and costs a small Python process.
 """
 
 import json
 import os
 import signal
 import sys
+from typing import Tuple
 
 from .channel import CONNECT_ERRORS, Channel
 
@@ -24,23 +26,31 @@ LOST = 255
 
 def main(argv) -> int:
     host, command = argv[0], " ".join(argv[1:])
+    status, why = _launch(host, command)
+    if status:
+        print(f"raympi.launch_agent: mpirun's daemon on {host} failed (exit status {status}): "
+              f"{why.strip() or 'it said nothing'}",
+              file=sys.stderr)
+    return status
+
+
+def _launch(host: str, command: str) -> Tuple[int, str]:
+    """The daemon's exit status and the end of its stderr."""
     port = json.loads(os.environ[LAUNCHERS_VAR]).get(host)
     if port is None:
-        print(f"raympi.launch_agent: no daemon launcher for {host} in {LAUNCHERS_VAR}", file=sys.stderr)
-        return LOST
+        return LOST, f"{LAUNCHERS_VAR} has no daemon launcher for {host}"
     try:
         launcher = Channel.connect((host, port), bytes.fromhex(os.environ[KEY_VAR]))
     except CONNECT_ERRORS as error:
-        print(f"raympi.launch_agent: the daemon launcher at {host}:{port} does not answer: {error}", file=sys.stderr)
-        return LOST
+        return LOST, f"the daemon launcher at {host}:{port} does not answer: {error}"
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, lambda signum, _frame: sys.exit(128 + signum))  # closing the channel stops the daemon
     launcher.send(("run", command))
     reply = launcher.receive()
     if reply is None:
-        print(f"raympi.launch_agent: lost the daemon launcher on {host}", file=sys.stderr)
-        return LOST
-    return reply[1]
+        return LOST, f"lost the daemon launcher at {host}:{port}"
+    _, status, stderr = reply
+    return status, stderr
 
 
 if __name__ == "__main__":

@@ -1,12 +1,21 @@
-"""Spreading an MPI world over the nodes of a Ray placement group."""
+"""Spreading an MPI world over the nodes of a Ray placement group, and waiting for a call in such a world."""
 
+import hashlib
+import time
 from typing import TYPE_CHECKING, Dict, Optional
 
 from .channel import new_key
+from .errors import MPIWorldStartError
 from .ray_internals import WORKER_NICENESS, bundle_nodes, node_addresses
 
 if TYPE_CHECKING:
+    from ray import ObjectRef
     from ray.util.placement_group import PlacementGroup
+
+# How long a call may take to end by itself once a daemon of its world failed (a world that ran: rank 0 reports the
+# ranks it lost) before it is taken for a world that never started, and cancelled.
+DAEMON_FAILURE_GRACE_S = 5.0
+_NAMESPACE = "raympi"
 
 
 def placement(group: "PlacementGroup", ranks_per_bundle: int, runtime_env: Optional[dict] = None) -> Dict:
@@ -30,11 +39,63 @@ def placement(group: "PlacementGroup", ranks_per_bundle: int, runtime_env: Optio
         return {"hosts": hosts}
     key = new_key()
     others = list(first_bundle.items())[1:]
-    addresses = ray.get([_launcher(group, index, runtime_env).remote(key, ip).address.remote() for ip, index in others])
+    launchers = [_launcher(group, index, runtime_env, _launcher_name(key.hex(), ip)).remote(key, ip)
+                 for ip, index in others]
+    addresses = ray.get([launcher.address.remote() for launcher in launchers])
     return {"hosts": hosts, "launchers": {ip: port for ip, port in addresses}, "launch_key": key.hex()}
 
 
-def _launcher(group: "PlacementGroup", bundle: int, runtime_env: Optional[dict]):
+def get(ref: "ObjectRef", mpi: Dict, timeout: Optional[float] = None):
+    """`ray.get(ref, timeout=timeout)` for a call in the world of `mpi` (a runtime_env["mpi"] with placement()'s
+    fields). Where a daemon of that world fails on another node before its rank 0 runs, Ray would start the worker
+    again and again until its registration timeout: this cancels the call and raises MPIWorldStartError saying why.
+    A placement whose world lost a daemon so is spent: its next calls fail the same way."""
+    import ray
+    from ray.exceptions import RayActorError
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    failures = [launcher.failure.remote() for launcher in _launchers(mpi)]
+    while failures:
+        ready, failures = ray.wait([ref, *failures], num_returns=1, timeout=_left(deadline))
+        if not ready or ready[0] == ref:
+            break
+        failures.remove(ref)
+        try:
+            why = ray.get(ready[0])
+        except RayActorError:  # its node lost (rank 0 reports that) or its group removed
+            continue
+        grace = DAEMON_FAILURE_GRACE_S if deadline is None else min(DAEMON_FAILURE_GRACE_S, _left(deadline))
+        if not ray.wait([ref], timeout=grace)[0]:
+            ray.cancel(ref)
+            raise MPIWorldStartError(f"the MPI world could not start: {why}")
+        break
+    return ray.get(ref, timeout=_left(deadline))
+
+
+def _launchers(mpi: Dict) -> list:
+    """The daemon launchers of `mpi`'s world that are still there (a removed group's are not: the call fails in its
+    runtime env's setup, saying so)."""
+    import ray
+
+    found = []
+    for ip in mpi.get("launchers", {}):
+        try:
+            found.append(ray.get_actor(_launcher_name(mpi["launch_key"], ip), namespace=_NAMESPACE))
+        except ValueError:
+            pass
+    return found
+
+
+def _left(deadline: Optional[float]) -> Optional[float]:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _launcher_name(launch_key: str, ip: str) -> str:
+    """A launcher's actor name, which only its world's key gives (whose hash, not the key, is shown by Ray)."""
+    return f"launcher-{hashlib.sha256(launch_key.encode()).hexdigest()[:16]}-{ip}"
+
+
+def _launcher(group: "PlacementGroup", bundle: int, runtime_env: Optional[dict], name: str):
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
     from .daemon_launcher import DaemonLauncher
@@ -43,6 +104,8 @@ def _launcher(group: "PlacementGroup", bundle: int, runtime_env: Optional[dict])
     # Ranks run at the niceness of their daemon, a child of this Ray worker: that of rank 0 (see RANK_ENV).
     env["env_vars"] = {**env.get("env_vars", {}), WORKER_NICENESS: "0"}
     return DaemonLauncher.options(
+        name=name,
+        namespace=_NAMESPACE,
         num_gpus=group.bundle_specs[bundle].get("GPU", 0),
         lifetime="detached",  # kept without a handle: it ends with the group (or the job that owns the group)
         scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=bundle),

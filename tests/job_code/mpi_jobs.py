@@ -96,6 +96,12 @@ def three_nodes() -> int:
     return 0
 
 
+@task(task_config=RayMPIJob(worker=Worker(replicas=2), slots=1, mpirun_args=["--prefix", "/nonexistent"]))
+def no_daemons_elsewhere() -> int:
+    """mpirun looks for its daemon under a prefix no other node has (as where their MPI is installed elsewhere)."""
+    return 0
+
+
 @task(task_config=RayMPIJob(worker=Worker(replicas=2), slots=1))
 def horovod_two_nodes(epochs: int) -> (float, List[str]):
     """The Horovod example's training, one rank on each of two nodes: the held-out accuracy, and every

@@ -85,11 +85,15 @@ def run(task, ctx: FlyteContext, inputs: LiteralMap) -> LiteralMap:
         )
         args = (list(sys.path), cloudpickle.dumps(assignment))
         try:
+            mpi = runtime_env["mpi"]
             if world is None:
                 call = rank0.remote(*args)
-                outputs, files, decks = _result(call, task, stop=lambda: ray.cancel(call, force=True))
+                outputs, files, decks = _result(call, mpi, task, stop=lambda: ray.cancel(call, force=True))
             else:
-                outputs, files, decks = _result(world.run_whole_world.remote(*args), task, stop=lambda: ray.kill(world))
+                outputs, files, decks = _result(world.run_whole_world.remote(*args), mpi, task,
+                                                stop=lambda: ray.kill(world))
+        except raympi.MPIWorldStartError:
+            raise  # no rank ran: no working directory to remove
         except Exception:
             _remove_working_dirs(reservation, assignment.run_id)
             raise
@@ -126,10 +130,10 @@ def _remove_working_dirs(reservation, run_id: str) -> None:
     ray.wait(removals, num_returns=len(removals), timeout=_REMOVAL_TIMEOUT_S)
 
 
-def _result(ref, task, stop: Callable[[], None]):
+def _result(ref, mpi: dict, task, stop: Callable[[], None]):
     seconds, limit = _deadline(task)
     try:
-        return ray.get(ref, timeout=seconds)
+        return raympi.get(ref, mpi, timeout=seconds)
     except GetTimeoutError:
         stop()
         raise ActiveDeadlineExceeded(f"the MPI job ran longer than {limit}={seconds:g} s and was stopped") from None
