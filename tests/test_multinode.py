@@ -14,6 +14,7 @@ import pytest
 from flytekit.models.literals import LiteralMap
 
 from conftest import TESTS_DIR, command_line
+from decks import world_table
 from ray_job import run_task, wait_until_accepting
 from scripts.netns_cluster import comm, netns_pids
 from scripts.netns_cluster import start as start_netns_cluster
@@ -98,6 +99,17 @@ def test_entrypoint_path_file_written_on_rank0s_node_reaches_a_downstream_task(c
     reader_ip, *lines = downstream.outputs["o0"].splitlines()
     assert reader_ip == cluster.head.ip != rank0_ip, "read on another node than rank 0 wrote it"
     assert lines == upstream.outputs["o0"]
+
+
+def test_a_two_node_worlds_deck_shows_both_nodes_with_their_ranks(cluster, shared_dir):
+    """Rank 0 runs on a worker node; flytekit's entrypoint (the Ray job's driver) writes the deck to the task's output
+    metadata prefix, as for any task."""
+    finished = run_task(cluster.dashboard_url, mpi_jobs.two_nodes_decked, {}, shared_dir / "decked", JOB_CODE,
+                        timeout=600, headers=cluster.headers)
+    said = {int(rank): ip for rank, ip in (row.split() for row in finished.outputs["o0"])}
+    table = world_table((shared_dir / "decked" / "outputs" / "deck.html").read_text())
+    assert {int(row["rank"]): row["node IP"] for row in table} == said, "each rank on the node it says it ran on"
+    assert sorted(said.values()) == sorted(2 * [w.ip for w in cluster.workers]), "two nodes, two ranks each"
 
 
 def test_more_nodes_than_the_cluster_has_fail_within_the_placement_timeout(cluster):

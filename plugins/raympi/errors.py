@@ -18,4 +18,4 @@ class MPIRankError(MPIWorldError):
         super().__init__(f"{message}\n\n[rank {rank}] {traceback.rstrip()}" if traceback else message)
 
     def __reduce__(self):
-        return type(self), (self.rank, self.host, self.pid, self.reason, self.traceback)
+        return type(self), (self.rank, self.host, self.pid, self.reason, self.traceback), self.__dict__

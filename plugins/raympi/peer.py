@@ -13,6 +13,7 @@ import threading
 import time
 import traceback
 
+from . import world
 from .channel import Channel
 from .errors import MPIRankError
 
@@ -26,6 +27,8 @@ LINE_LIMIT = 64 * 1024
 def run(rank: int, rank0_address: tuple, key: bytes, worker_entry: str) -> None:
     channel = Channel.connect(rank0_address, key)
     channel.send(("hello", rank, socket.gethostname(), os.getpid()))
+    world.mark("joined")
+    world.to_rank0 = channel
     output = [OutputForwarder(fd, name, channel) for fd, name in ((1, "stdout"), (2, "stderr"))]
     go = queue.Queue()
     threading.Thread(target=_follow_rank0, args=(channel, go), name="raympi-control", daemon=True).start()
@@ -34,15 +37,17 @@ def run(rank: int, rank0_address: tuple, key: bytes, worker_entry: str) -> None:
         os.environ.update(go.get())
         entry()
     except BaseException as error:  # noqa: B036 -- every failure, SystemExit included, is reported
-        report = ("failed", f"raised {type(error).__name__}: {error}", traceback.format_exc())
+        world.mark("ended")
+        reason, trace = f"raised {type(error).__name__}: {error}", traceback.format_exc()
         _drain(output)
-        channel.send(report)
+        channel.send(("failed", reason, trace, world.REPORT))
         time.sleep(RANK0_SILENCE_LIMIT_S)
         # Rank 0 will not report it: this rank's own stderr (mpirun's, the Ray worker's log) does.
-        print(MPIRankError(rank, socket.gethostname(), os.getpid(), *report[1:]), file=sys.stderr, flush=True)
+        print(MPIRankError(rank, socket.gethostname(), os.getpid(), reason, trace), file=sys.stderr, flush=True)
         os._exit(1)
+    world.mark("ended")
     _drain(output)
-    channel.send(("done",))
+    channel.send(("done", world.REPORT))
     threading.Event().wait()
 
 

@@ -2,6 +2,7 @@
 peers: the body runs on one dedicated thread while the calling thread watches the whole world,
 so a failure on any rank ends the call at once, even while the body is stuck in an MPI call."""
 
+import contextlib
 import os
 import socket
 import sys
@@ -10,13 +11,15 @@ import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 
-from . import ray_internals
+from . import ray_internals, world
 from .errors import MPIRankError
 from .supervisor import Supervisor
 
 # An actor method of this name runs as a task does: its call returns once every peer has finished its entry too (the
 # world has done its work; end the actor after it).
 WHOLE_WORLD_METHOD = "run_whole_world"
+# This process's world, once it runs as rank 0 (see raympi.world).
+SUPERVISOR: "Supervisor | None" = None
 
 
 class WorldGuard:
@@ -37,7 +40,9 @@ class WorldGuard:
             if not self._started:
                 self._started = True
                 supervisor.start_peers(_accelerator_env())
+                world.mark("joined")
             body = self._body.submit(function, *args, **kwargs)
+            body.add_done_callback(lambda _: world.mark("ended"))
             try:
                 supervisor.wait(body, for_peers=False)
                 error = body.exception()
@@ -50,6 +55,9 @@ class WorldGuard:
             except BaseException as error:
                 if not supervisor.failure:
                     supervisor.fail(_rank0_error(f"was interrupted: {type(error).__name__}"))
+                if supervisor.keeps_output:  # someone looks at the world: the caller gets it with the error
+                    with contextlib.suppress(AttributeError):  # an exception type that takes no attributes
+                        error.mpi_world = world.view(wait_for_peers=False, timeout=0)
                 raise
 
         run.__name__ = getattr(function, "__name__", "run")
@@ -77,6 +85,8 @@ def _exit_when_gone(pid: int) -> None:
 
 def run_ray_worker(supervisor: Supervisor, ray_worker_argv: list) -> None:
     """Run Ray's default worker (`ray_worker_argv[0]`) in this process, with every call guarded."""
+    global SUPERVISOR
+    SUPERVISOR = supervisor
     ray_internals.guard_calls(WorldGuard(supervisor).guard)
     # Ray's own orphan check looks at the parent pid, which here is mpirun's: watch the raylet instead.
     threading.Thread(target=_exit_when_gone, args=(ray_internals.raylet_pid(),),

@@ -1,18 +1,21 @@
 """Rank 0's side of the world: it accepts every peer's channel, starts the peers, prints their
-output, and learns first-hand when one of them fails or finishes."""
+output, and learns first-hand when one of them fails or finishes (see raympi.world for what it shows of them)."""
 
 import ipaddress
+import os
+import socket
 import sys
 import threading
 from collections import Counter
 from concurrent.futures import Future
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from .channel import Channel, ChannelListener
 from .errors import MPIRankError, MPIWorldError
 
 PEER_CONNECT_TIMEOUT_S = 120.0
 INTERRUPT_CHECK_S = 0.2
+FINISHED = "finished"  # the state of a peer whose entry returned
 
 
 class Supervisor:
@@ -26,7 +29,11 @@ class Supervisor:
         self._listener = ChannelListener(host, key)
         self._peers: Dict[int, Channel] = {}
         self._peer_ips: Dict[int, str] = {}
-        self._finished = set()
+        self._peer_processes: Dict[int, Tuple[str, int]] = {}  # rank: (host, pid)
+        self._ends: Dict[int, Tuple[str, dict]] = {}  # rank: (FINISHED or why it failed, its report), once it ended
+        self._reports: Dict[int, dict] = {}  # rank: its report, as shared before it ended
+        self._output: Optional[Dict[int, str]] = None  # rank: the end of its output, once kept
+        self._output_limit = 0
         self._failure: Optional[MPIWorldError] = None
         self._closing = False
         self._changed = threading.Condition()
@@ -61,7 +68,7 @@ class Supervisor:
     def wait(self, body: Future, for_peers: bool) -> None:
         """Block until `body` is done (and, with `for_peers`, every peer finished) or a rank fails."""
         def settled():
-            return self._failure or (body.done() and (not for_peers or len(self._finished) == self.world_size - 1))
+            return self._failure or (body.done() and (not for_peers or len(self._ends) == self.world_size - 1))
 
         body.add_done_callback(lambda _: self._notify())
         with self._changed:
@@ -69,6 +76,32 @@ class Supervisor:
             while not self._changed.wait_for(settled, timeout=INTERRUPT_CHECK_S):
                 pass
             self._raise_if_failed()
+
+    def keep_output(self, limit: int) -> None:
+        with self._changed:
+            if self._output is None:
+                self._output = {}
+            self._output_limit = limit
+
+    @property
+    def keeps_output(self) -> bool:
+        return self._output is not None
+
+    def view(self, rank0: dict, wait_for_peers: bool, timeout: float) -> List[dict]:
+        """See raympi.world.view; `rank0`: rank 0's report and output."""
+        def ended():
+            return not wait_for_peers or self._failure or len(self._ends) == self.world_size - 1
+
+        with self._changed:
+            self._changed.wait_for(ended, timeout)
+            ranks = [{"rank": 0, "host": socket.gethostname(), "node_ip": self._node_ip, "pid": os.getpid(),
+                      "state": None, **rank0}]
+            for rank in sorted(self._peer_processes):
+                state, report = self._ends.get(rank, (None, self._reports.get(rank, {})))
+                ranks.append({"rank": rank, "host": self._peer_processes[rank][0], "node_ip": self._peer_ips[rank],
+                              "pid": self._peer_processes[rank][1], "state": state, "report": report,
+                              "output": (self._output or {}).get(rank, "")})
+            return ranks
 
     def fail(self, error: MPIWorldError) -> None:
         """Record rank 0's own failure and stop every peer."""
@@ -128,6 +161,7 @@ class Supervisor:
         with self._changed:
             self._peers[rank] = channel
             self._peer_ips[rank] = self._node_ip if ipaddress.ip_address(peer_ip).is_loopback else peer_ip
+            self._peer_processes[rank] = (host, pid)
             if self._failure:
                 channel.send(("exit",))
             self._changed.notify_all()
@@ -138,13 +172,20 @@ class Supervisor:
                 stream = streams[message[1]]
                 stream.write("".join(f"[rank {rank}] {line}\n" for line in message[2].splitlines()))
                 stream.flush()
+                if self._output is not None:
+                    self._output[rank] = (self._output.get(rank, "") + message[2] + "\n")[-self._output_limit:]
+            elif kind == "report":
+                self._reports[rank] = message[1]
             elif kind == "failed":
                 with self._changed:
+                    self._ends[rank] = (message[1], message[3])
                     self._fail(MPIRankError(rank, host, pid, message[1], message[2]))
             elif kind == "done":
                 with self._changed:
-                    self._finished.add(rank)
+                    self._ends[rank] = (FINISHED, message[1])
                     self._changed.notify_all()
         with self._changed:
-            if rank not in self._finished and not self._closing:
-                self._fail(MPIRankError(rank, host, pid, "exited before it finished (killed, or os._exit)"))
+            if self._ends.get(rank, ("",))[0] != FINISHED and not self._closing:
+                lost = MPIRankError(rank, host, pid, "exited before it finished (killed, or os._exit)")
+                self._ends.setdefault(rank, (lost.reason, self._reports.get(rank, {})))
+                self._fail(lost)

@@ -60,6 +60,14 @@ def read_report(report: FlyteFile) -> str:
         return f"{node_ips()}\n{f.read()}"
 
 
+@task(task_config=RayMPIJob(worker=Worker(replicas=2), slots=2), enable_deck=True)
+def two_nodes_decked() -> List[str]:
+    """Each rank's "rank node-IPs"; the task's deck shows the world."""
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD.gather(f"{MPI.COMM_WORLD.rank} {node_ips()}", root=0)
+
+
 @task(task_config=RayMPIJob(worker=Worker(replicas=2), slots=2))
 def two_nodes_waiting(started: str) -> int:
     """All ranks wait (for a node to be lost) once rank 0 has written its node's IP to `started`."""

@@ -5,6 +5,7 @@ its outputs."""
 import logging
 import os
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Callable, Optional, Tuple
@@ -24,6 +25,7 @@ from raympi.ray_internals import bundle_nodes, job_runtime_env
 
 from . import blobs, warm
 from .config import ActiveDeadlineExceeded, RayMPIJob
+from .deck import world_deck
 from .ranks import PEER_ENTRY, Assignment, literals_from_bytes, literals_to_bytes, remove_working_dirs, run_rank0
 
 # A failed MPI world is not retried by Ray: Flyte's `retries` decide that.
@@ -56,10 +58,12 @@ def run(task, ctx: FlyteContext, inputs: LiteralMap) -> LiteralMap:
     # share) and picks by its local rank.
     bundles, ranks_per_bundle = (1, config.world_size) if embedded else (config.workers, config.slots)
     resource = "GPU" if config.gpus_per_worker else "CPU"
+    called = time.time()
     reservation = placement_group([{resource: ranks_per_bundle}] * bundles, strategy="STRICT_SPREAD")
     params = ctx.user_space_params
     try:
         _wait_for(reservation, config)
+        ray_marks = {"called": called, "placement reserved": time.time()}  # for the "MPI world" deck
         runtime_env = _runtime_env(config, raympi.placement(reservation, ranks_per_bundle, config.runtime_env),
                                    embedded)
         warm_up = embedded and resource == "CPU" and warm.enabled()
@@ -88,13 +92,16 @@ def run(task, ctx: FlyteContext, inputs: LiteralMap) -> LiteralMap:
             mpi = runtime_env["mpi"]
             if world is None:
                 call = rank0.remote(*args)
-                outputs, files, decks = _result(call, mpi, task, stop=lambda: ray.cancel(call, force=True))
+                outputs, files, decks, ranks = _result(call, mpi, task, stop=lambda: ray.cancel(call, force=True))
             else:
-                outputs, files, decks = _result(world.run_whole_world.remote(*args), mpi, task,
-                                                stop=lambda: ray.kill(world))
+                outputs, files, decks, ranks = _result(world.run_whole_world.remote(*args), mpi, task,
+                                                       stop=lambda: ray.kill(world))
         except raympi.MPIWorldStartError:
             raise  # no rank ran: no working directory to remove
-        except Exception:
+        except Exception as error:
+            if getattr(error, "mpi_world", None):  # rank 0 ran a task with decks
+                params.decks.append(world_deck(error.mpi_world, ray_marks, _failure(error)))
+                _output_local_decks(task, ctx)
             _remove_working_dirs(reservation, assignment.run_id)
             raise
         finally:
@@ -106,9 +113,25 @@ def run(task, ctx: FlyteContext, inputs: LiteralMap) -> LiteralMap:
         warm.start(runtime_env, name=f"{task.name} (MPI rank 0, warm)")
     # Rank 0's decks are the task's: on a cluster flytekit's entrypoint writes them after the task, as for any task.
     params.decks.extend(Deck(name, html, auto_add_to_deck=False) for name, html in decks.items())
-    if task.enable_deck and ctx.execution_state.is_local_execution():
-        _output_deck(task.name.split(".")[-1], params)  # as flytekit's PythonTask does in a local run
+    if ranks:
+        params.decks.append(world_deck(ranks, ray_marks, failure=None))
+    _output_local_decks(task, ctx)
     return literals_from_bytes(blobs.unpack(outputs, files, ctx.file_access.get_random_local_directory()))
+
+
+def _output_local_decks(task, ctx: FlyteContext) -> None:
+    """Write the task's decks in a local run, as flytekit's PythonTask does, and after a failure too (which flytekit's
+    local runs do not; on a cluster its entrypoint writes the decks of a failed task as of any other)."""
+    if task.enable_deck and ctx.execution_state.is_local_execution():
+        _output_deck(task.name.split(".")[-1], ctx.user_space_params)
+
+
+def _failure(error: Exception) -> Tuple[int, str]:
+    """Which rank failed a world, and how rank 0 ended."""
+    cause = error.cause if isinstance(error, RayTaskError) else error
+    if isinstance(cause, raympi.MPIRankError) and cause.rank != 0:
+        return cause.rank, f"ended with the world (rank {cause.rank} failed)"
+    return 0, f"raised {type(cause).__name__}: {cause}"
 
 
 def _checkpoint(params: ExecutionParameters) -> Optional[Tuple[str, Optional[str]]]:

@@ -24,6 +24,7 @@ from flytekit.core.context_manager import ExecutionParameters, ExecutionState, F
 from flytekit.core.data_persistence import FileAccessProvider
 from flytekit.core.type_engine import TypeEngine
 from flytekit.models.literals import LiteralMap
+from raympi import world
 
 from . import blobs
 
@@ -31,6 +32,10 @@ PEER_ENTRY = f"{__name__}.run_peer"
 WORKING_DIR_PREFIX = "raympi-rank-"
 # How often an idle peer looks whether rank 0 has its call.
 IDLE_POLL_S = 0.005
+# How much of each rank's output the "MPI world" deck shows (its end).
+DECK_OUTPUT_CHARS = 64 * 1024
+# Environment variables that name the accelerators a process sees (CUDA_VISIBLE_DEVICES, ...).
+ACCELERATOR_VARS = ("_VISIBLE_DEVICES", "_VISIBLE_CORES", "_VISIBLE_CHIPS")
 
 
 @dataclass
@@ -57,10 +62,15 @@ def literals_from_bytes(data: bytes) -> LiteralMap:
     return LiteralMap.from_flyte_idl(literals_pb2.LiteralMap.FromString(data))
 
 
-def run_rank0(sys_path: List[str], payload: bytes) -> Tuple[bytes, Dict[str, bytes], Dict[str, str]]:
+# What rank 0 returns: outputs, files, decks, ranks (see run_rank0).
+Rank0Result = Tuple[bytes, Dict[str, bytes], Dict[str, str], Optional[List[dict]]]
+
+
+def run_rank0(sys_path: List[str], payload: bytes) -> Rank0Result:
     """The Ray task that is rank 0: share the assignment with the peers, run the task, return its outputs
     (written under the raw output prefix from this node) as a serialized LiteralMap, in a local run on
-    another node than the driver's the local files they refer to (see blobs.py), and its decks ({name: html}).
+    another node than the driver's the local files they refer to (see blobs.py), its decks ({name: html}) and, for
+    a task with decks, the world's ranks (raympi.world.view; also on its errors, as `mpi_world`).
 
     `payload` is the pickled Assignment; `sys_path` is where the driver found the task's module
     (`pyflyte run wf.py` imports wf from a path only the driver's sys.path has)."""
@@ -72,10 +82,18 @@ def run_rank0(sys_path: List[str], payload: bytes) -> Tuple[bytes, Dict[str, byt
     mpi_init()
     MPI.COMM_WORLD.Ibarrier().Wait()  # see _wait_for_the_call
     assignment = _load(MPI.COMM_WORLD.bcast((sys_path, payload), root=0))
+    observed = assignment.task.enable_deck
+    if observed:
+        world.keep_output(DECK_OUTPUT_CHARS)
     kept: Set[str] = set()
     with rank_context(assignment, 0, kept) as ctx:
+        if observed:
+            _report_for_deck()
         outputs = literals_to_bytes(
             PythonFunctionTask.dispatch_execute(assignment.task, ctx, literals_from_bytes(assignment.inputs)))
+        if observed:
+            world.mark("ended")
+        ranks = world.view(wait_for_peers=True) if observed else None
         decks = {deck.name: deck.html for deck in ctx.user_space_params.decks}
         files = {}
         if ctx.execution_state.is_local_execution():
@@ -83,7 +101,7 @@ def run_rank0(sys_path: List[str], payload: bytes) -> Tuple[bytes, Dict[str, byt
                 files = blobs.pack(outputs)
             else:  # a local run's file outputs stay where rank 0 wrote them, as in flytekit's own local runs
                 kept.update(blobs.local_paths(outputs))
-        return outputs, files, decks
+        return outputs, files, decks, ranks
 
 
 def run_peer() -> None:
@@ -95,6 +113,8 @@ def run_peer() -> None:
     task = assignment.task
     with rank_context(assignment, MPI.COMM_WORLD.rank, kept=set()) as ctx:
         inputs = TypeEngine.literal_map_to_kwargs(ctx, literals_from_bytes(assignment.inputs), task.python_interface.inputs)
+        if task.enable_deck:
+            _report_for_deck()
         try:
             task.execute(**inputs)
         except IgnoreOutputs:
@@ -106,8 +126,24 @@ class World:
     done, until run_whole_world runs the one task it is for (see run_rank0), returning once every rank is done (the
     method's name says so: raympi.rank0.WHOLE_WORLD_METHOD); its caller then ends it."""
 
-    def run_whole_world(self, sys_path: List[str], payload: bytes) -> Tuple[bytes, Dict[str, bytes], Dict[str, str]]:
+    def run_whole_world(self, sys_path: List[str], payload: bytes) -> Rank0Result:
         return run_rank0(sys_path, payload)
+
+
+def _report_for_deck() -> None:
+    """What this rank tells the "MPI world" deck of itself (see deck.py), as its task's body starts."""
+    world.mark("started", at=_process_start())
+    world.REPORT["accelerators"] = {name: value for name, value in os.environ.items() if name.endswith(ACCELERATOR_VARS)}
+    world.mark("body started")
+    world.share()
+
+
+def _process_start() -> float:
+    """When this process started, by the wall clock (from Linux's /proc: its start in ticks since boot)."""
+    with open("/proc/self/stat") as stat, open("/proc/uptime") as uptime:
+        ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
+        booted = time.time() - float(uptime.read().split()[0])
+    return booted + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _wait_for_the_call(comm) -> None:
