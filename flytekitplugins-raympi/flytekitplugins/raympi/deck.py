@@ -81,6 +81,5 @@ def _bars(label: str, marks: Dict[str, Optional[float]], phases, last: Optional[
 
 
 def _output(rank: dict) -> str:
-    said = rank["output"] or ("(rank 0's output is in the task's log)" if rank["rank"] == 0 else "(nothing)")
     return (f"<details><summary>rank {rank['rank']} on {html.escape(rank['host'])} (pid {rank['pid']}): output"
-            f"</summary><pre>{html.escape(said)}</pre></details>")
+            f"</summary><pre>{html.escape(rank['output'] or '(nothing)')}</pre></details>")
