@@ -177,11 +177,15 @@ def test_a_daemon_launcher_runs_only_what_an_agent_with_the_key_asks_and_nothing
     assert stranger.wait(timeout=60) == 255 and "does not answer" in stranger.stderr.read()
     assert not marker.exists(), "a stranger's pickle was unpickled, or its command run"
 
+    watched = launcher.failure.remote()
     failing = launch_agent(address, key, "echo no prted here >&2; exit 3")
     assert failing.wait(timeout=60) == 3, "the daemon's status is the agent's"
     assert "mpirun's daemon on {} failed (exit status 3): no prted here".format(address[0]) in failing.stderr.read()
-    assert ray.get(launcher.failure.remote(), timeout=10).endswith("(exit status 3): no prted here"), \
-        "kept for the world's caller"
+    assert ray.get(watched, timeout=10).endswith("(exit status 3): no prted here"), "told to the world's caller"
+    later = launcher.failure.remote()
+    assert not ray.wait([later], timeout=1)[0], "a failure of an earlier world is not a later caller's"
+    launch_agent(address, key, "echo again >&2; exit 4").wait(timeout=60)
+    assert ray.get(later, timeout=10).endswith("(exit status 4): again")
 
     stopped = launch_agent(address, key, f"sleep 600 & echo $! > {tmp_path / 'a'}; wait")
     daemon = started_pid(tmp_path / "a", stopped)

@@ -3,7 +3,7 @@ node, placed in the world's placement group (gone with it), listening on its nod
 which mpirun runs in place of ssh, hands it the daemon's command line; it runs the command, reports the exit
 status and the end of the daemon's stderr (where a daemon that failed says why), and stops the daemon when the
 agent goes away. Only an agent holding the world's key is heard. A daemon that fails while its agent waits is
-also kept as the launcher's `failure` for the world's caller (see raympi.spread.get): Ray, waiting for a rank 0
+also told to the world's caller by `failure` (see raympi.spread.get): Ray, waiting for a rank 0
 that never comes, would not say it.
 """
 
@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
-from typing import Optional, Tuple
+from typing import Dict, Tuple
 
 import ray
 
@@ -42,7 +42,8 @@ class DaemonLauncher:
     def __init__(self, key: bytes, host: str):
         """Listens on `host`, its node's IP as mpirun's --host names it."""
         self._host = host
-        self._failure: Optional[str] = None
+        self._runs = 0  # daemons started so far
+        self._failures: Dict[int, str] = {}  # the number of a daemon (in order of start): why it failed
         self._listener = ChannelListener(host, key)
         threading.Thread(target=self._accept, name="raympi-launcher", daemon=True).start()
 
@@ -50,11 +51,12 @@ class DaemonLauncher:
         return self._listener.address
 
     async def failure(self) -> str:
-        """Returns once a daemon started here has failed while its agent waited for it: where, its exit status and
-        the end of its stderr."""
-        while self._failure is None:
+        """Returns once a daemon started here after this call has failed while its agent waited for it: where, its
+        exit status and the end of its stderr. (Earlier daemons were other worlds', of the same placement.)"""
+        first = self._runs
+        while not (failed := [number for number in self._failures if number >= first]):
             await asyncio.sleep(FAILURE_POLL_S)
-        return self._failure
+        return self._failures[min(failed)]
 
     def _accept(self) -> None:
         for connection, peer_ip in self._listener.accept():
@@ -67,6 +69,7 @@ class DaemonLauncher:
             return
         request = agent.receive()
         if request is not None and request[0] == "run":
+            number, self._runs = self._runs, self._runs + 1
             daemon = start_daemon(request[1])
             gone = threading.Event()
             threading.Thread(target=_stop_when_gone, args=(agent, daemon, gone), name="raympi-agent-watch",
@@ -74,9 +77,10 @@ class DaemonLauncher:
             tail = _StderrTail(daemon)
             status = daemon.wait()
             status = status if status >= 0 else 128 - status  # killed by a signal: as a shell says
+            said = tail.text()
             if status and not gone.is_set():
-                self._failure = f"mpirun's daemon on {self._host} failed (exit status {status}): {tail.text().strip()}"
-            agent.send(("exit", status, tail.text()))
+                self._failures[number] = f"mpirun's daemon on {self._host} failed (exit status {status}): " + said.strip()
+            agent.send(("exit", status, said))
         agent.close()
 
 

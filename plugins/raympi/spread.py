@@ -48,8 +48,7 @@ def placement(group: "PlacementGroup", ranks_per_bundle: int, runtime_env: Optio
 def get(ref: "ObjectRef", mpi: Dict, timeout: Optional[float] = None):
     """`ray.get(ref, timeout=timeout)` for a call in the world of `mpi` (a runtime_env["mpi"] with placement()'s
     fields). Where a daemon of that world fails on another node before its rank 0 runs, Ray would start the worker
-    again and again until its registration timeout: this cancels the call and raises MPIWorldStartError saying why.
-    A placement whose world lost a daemon so is spent: its next calls fail the same way."""
+    again and again until its registration timeout: this cancels the call and raises MPIWorldStartError saying why."""
     import ray
     from ray.exceptions import RayActorError
 
