@@ -11,6 +11,7 @@ from concurrent.futures import Future
 from typing import Dict, List, Optional, Tuple
 
 from .channel import Channel, ChannelListener
+from .world import Tail
 from .errors import MPIRankError, MPIWorldError
 
 PEER_CONNECT_TIMEOUT_S = 120.0
@@ -32,7 +33,7 @@ class Supervisor:
         self._peer_processes: Dict[int, Tuple[str, int]] = {}  # rank: (host, pid)
         self._ends: Dict[int, Tuple[str, dict]] = {}  # rank: (FINISHED or why it failed, its report), once it ended
         self._reports: Dict[int, dict] = {}  # rank: its report, as shared before it ended
-        self._output: Optional[Dict[int, str]] = None  # rank: the end of its output, once kept
+        self._output: Optional[Dict[int, Tail]] = None  # rank: the end of its output, once kept
         self._output_limit = 0
         self._failure: Optional[MPIWorldError] = None
         self._closing = False
@@ -100,7 +101,7 @@ class Supervisor:
                 state, report = self._ends.get(rank, (None, self._reports.get(rank, {})))
                 ranks.append({"rank": rank, "host": self._peer_processes[rank][0], "node_ip": self._peer_ips[rank],
                               "pid": self._peer_processes[rank][1], "state": state, "report": report,
-                              "output": (self._output or {}).get(rank, "")})
+                              "output": self._output[rank].text if self._output and rank in self._output else ""})
             return ranks
 
     def fail(self, error: MPIWorldError) -> None:
@@ -173,7 +174,7 @@ class Supervisor:
                 stream.write("".join(f"[rank {rank}] {line}\n" for line in message[2].splitlines()))
                 stream.flush()
                 if self._output is not None:
-                    self._output[rank] = (self._output.get(rank, "") + message[2] + "\n")[-self._output_limit:]
+                    self._output.setdefault(rank, Tail(self._output_limit)).add(message[2] + "\n")
             elif kind == "report":
                 self._reports[rank] = message[1]
             elif kind == "failed":

@@ -30,7 +30,7 @@ def keep_output(limit: int) -> None:
     global _rank0_output
     _supervisor().keep_output(limit)
     if _rank0_output is None:
-        _rank0_output = _Kept(limit)
+        _rank0_output = Tail(limit)
         sys.stdout, sys.stderr = _Tee(sys.stdout, _rank0_output), _Tee(sys.stderr, _rank0_output)
 
 
@@ -42,8 +42,8 @@ def view(wait_for_peers: bool = False, timeout: float = 30.0) -> List[dict]:
     return _supervisor().view(rank0, wait_for_peers, timeout)
 
 
-class _Kept:
-    """The last `limit` characters written."""
+class Tail:
+    """The last `limit` characters of a text added to piece by piece."""
 
     def __init__(self, limit: int):
         self.limit, self.text = limit, ""
@@ -55,7 +55,7 @@ class _Kept:
 class _Tee:
     """A text stream that also keeps what is written to it."""
 
-    def __init__(self, stream, kept: _Kept):
+    def __init__(self, stream, kept: Tail):
         self._stream, self._kept = stream, kept
 
     def write(self, text: str) -> int:
@@ -66,7 +66,7 @@ class _Tee:
         return getattr(self._stream, name)
 
 
-_rank0_output: Optional[_Kept] = None
+_rank0_output: Optional[Tail] = None
 to_rank0 = None  # on a peer, its channel to rank 0 (set by raympi.peer)
 
 
