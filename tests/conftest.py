@@ -54,7 +54,7 @@ def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().split(") ", 1)[1][0] != "Z"
-    except FileNotFoundError:
+    except OSError:  # gone, or exiting (ESRCH)
         return False
 
 
@@ -90,9 +90,10 @@ def marked_processes(marker: str) -> set:
 
 
 def command_line(pid: int) -> str:
+    """The process's command line, or "" once it is gone or exiting (ESRCH)."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except FileNotFoundError:
+    except OSError:
         return ""
 
