@@ -14,6 +14,15 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
+# Each other MPI flavour gets a venv of its own (their wheels share bin/ and lib/ file names): .venv-mpich,
+# .venv-impi. tests/test_flavours.py runs the same jobs in each.
+FLAVOUR_VENVS := $(VENV)-mpich/.installed $(VENV)-impi/.installed
+$(VENV)-%/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)-$*
+	$(VENV)-$*/bin/pip install --quiet --upgrade pip
+	$(VENV)-$*/bin/pip install --quiet -e '.[$*]'
+	touch $@
+
 # Horovod is compiled once (minutes) and its wheel cached by the script; later venvs only install it.
 $(HOROVOD): $(STAMP) scripts/install-horovod.sh
 	scripts/install-horovod.sh $(BIN)/python
@@ -25,7 +34,7 @@ example: $(STAMP)
 horovod-example: $(HOROVOD)
 	$(BIN)/python examples/horovod_digits.py
 
-test: $(HOROVOD)
+test: $(HOROVOD) $(FLAVOUR_VENVS)
 	$(BIN)/python -m pytest tests
 
 $(VENV)/.installed-bench: $(STAMP)
@@ -46,4 +55,4 @@ cluster-down: $(STAMP)
 	$(BIN)/python scripts/netns_cluster.py down $(CLUSTER)
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(VENV)-mpich $(VENV)-impi build *.egg-info

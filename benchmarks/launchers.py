@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import ray
 import raympi
-from raympi.command import find_mpirun
+from raympi.flavours import FLAVOURS
 
 from benchmarks import bodies
 from benchmarks.harness import Case
@@ -56,7 +56,7 @@ def _env_var(name: str, value: str):
 
 def mpirun(ranks: int, body: str) -> Case:
     root = ["--allow-run-as-root"] if os.geteuid() == 0 else []
-    run = _process(find_mpirun(), *root, *_oversubscribe(ranks), "-n", str(ranks),
+    run = _process(FLAVOURS["openmpi"].find(), *root, *_oversubscribe(ranks), "-n", str(ranks),
                    sys.executable, "-m", "benchmarks.bodies", body)
     return Case("mpirun", ranks, body, run)
 

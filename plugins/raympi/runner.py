@@ -1,9 +1,10 @@
 """The process entry of every rank under mpirun:
 
-    python -m raympi.runner [--hosts=ip:slots,...] <worker_entry> <ray worker argv>
+    python -m raympi.runner <flavour> [--hosts=ip:slots,...] <worker_entry> <ray worker argv>
 
 Rank 0 becomes the Ray worker; ranks 1..N-1 become its peers and run `worker_entry`. With --hosts,
-rank 0 checks that the world's ranks run where they were reserved.
+rank 0 checks that the world's ranks run where they were reserved. A rank whose mpi4py loads another MPI than
+the `flavour` (see raympi.flavours) that started it exits at once, saying so: it would be a world of its own.
 """
 
 import os
@@ -11,22 +12,29 @@ import socket
 import sys
 from typing import Dict
 
+from .flavours import FLAVOURS, library_version
 from .ray_internals import NODE_IP_ARG, worker_node_ip
 
 
 def main(argv) -> None:
+    flavour = FLAVOURS[argv.pop(0)]
     expected = _parse_hosts(argv.pop(0)) if argv[0].startswith("--hosts=") else None
     worker_entry, ray_worker_argv = argv[0], argv[1:]
+    mismatch = flavour.mismatch(library_version())
+    if mismatch:
+        sys.exit(f"raympi.runner: {mismatch}")
     from mpi4py import MPI
 
     from . import init
 
+    MPI.Init_thread()
     init.IN_WORLD = True
     comm = MPI.COMM_WORLD
     # Which loopback each rank reaches. Also a warm-up: mpi4py's first reduction of Python objects on a
     # communicator duplicates it while holding the GIL, until every rank has joined. In rank 0's body, a
     # peer that failed first would freeze rank 0's supervision.
     networks = comm.allreduce([_network()])
+    flavour.release_shared_memory()
     if comm.rank == 0:
         from . import rank0
         from .channel import new_key

