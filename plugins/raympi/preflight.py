@@ -32,7 +32,8 @@ async def problems(config: MPIConfig, python: str) -> List[str]:
 async def _launcher_refuses(config: MPIConfig, python: str) -> Optional[str]:
     """The flavour's launcher checks the args (slots, flags) without starting a rank (see Flavour.dry_run)."""
     code, _, stderr = await _run(mpirun_command(config, python, dry_run=True))
-    return f"{config.flavour}'s launcher rejected runtime_env['mpi']['args'] = {config.args}:\n{stderr}" if code else None
+    launcher = FLAVOURS[config.flavour].launcher
+    return f"{launcher} rejected runtime_env['mpi']['args'] = {config.args}:\n{stderr}" if code else None
 
 
 async def _cannot_run(python: str, flavour: str) -> Optional[str]:

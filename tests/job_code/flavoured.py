@@ -1,7 +1,7 @@
 """The same RayMPIJobs on every MPI flavour: RAYMPI_TEST_FLAVOUR picks the `flavour` field, nothing else changes.
 tests/test_flavours.py runs this file in the flavour's own venv:
 
-    python flavoured.py world|failing <out.json>
+    python flavoured.py world|failing|bad_args <out.json>
 """
 
 import json
@@ -46,27 +46,46 @@ def failing(rank: int, failed_at: str) -> int:
     return comm.rank
 
 
+@task(task_config=RayMPIJob(slots=2, flavour=FLAVOUR, mpirun_args=["--no-such-flag"]))
+def bad_args() -> int:
+    return 1
+
+
 @workflow
 def world_workflow(x: int, data: FlyteFile) -> Tuple[List[str], FlyteFile]:
     return world(x=x, data=data)
 
 
-def main(case: str, out: str) -> None:
-    if case == "world":
-        data = Path(out).with_suffix(".in")
-        data.write_text("flavours")
-        calls = [world_workflow(x=x, data=FlyteFile(str(data))) for x in (1, 2)]
-        result = [{"rows": rows, "file": Path(file.download()).read_text()} for rows, file in calls]
-    else:
-        failed_at = f"{out}.failed"
-        try:
-            failing(rank=2, failed_at=failed_at)
-            result = {"error": None}
-        except Exception as error:  # noqa: BLE001 -- what the caller sees is the result
-            ended = time.time()
-            result = {"error": f"{type(error).__name__}: {error}", "seconds": ended - float(Path(failed_at).read_text())}
-    Path(out).write_text(json.dumps(result))
+def run_world(out: str) -> list:
+    """Two calls in a row: each call's rows and the text of its file."""
+    data = Path(out).with_suffix(".in")
+    data.write_text("flavours")
+    calls = [world_workflow(x=x, data=FlyteFile(str(data))) for x in (1, 2)]
+    return [{"rows": rows, "file": Path(file.download()).read_text()} for rows, file in calls]
+
+
+def run_failing(out: str) -> dict:
+    """The error, and the seconds from the rank's failure to the error."""
+    failed_at = f"{out}.failed"
+    try:
+        failing(rank=2, failed_at=failed_at)
+        return {"error": None}
+    except Exception as error:  # noqa: BLE001 -- what the caller sees is the result
+        failed = float(Path(failed_at).read_text())
+        return {"error": f"{type(error).__name__}: {error}", "seconds": time.time() - failed}
+
+
+def run_bad_args(out: str) -> dict:
+    """The error, and the seconds from the call (the embedded Ray's start included) to the error."""
+    called = time.time()
+    try:
+        bad_args()
+        return {"error": None}
+    except Exception as error:  # noqa: BLE001 -- what the caller sees is the result
+        return {"error": f"{type(error).__name__}: {error}", "seconds": time.time() - called}
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    case, out = sys.argv[1:]
+    Path(out).write_text(json.dumps({"world": run_world, "failing": run_failing, "bad_args": run_bad_args}[case](out)))
+

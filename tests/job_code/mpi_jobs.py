@@ -48,18 +48,28 @@ def two_nodes(x: int, fail_on_rank: int) -> (List[str], FlyteFile):
     return report_world(x, fail_on_rank)
 
 
-# The cluster's Ray runs in the suite's venv (Open MPI); the ranks run in MPICH's, built beside it by `make test`.
-MPICH_PYTHON = str(Path(__file__).resolve().parents[2] / ".venv-mpich" / "bin" / "python")
 # The namespace cluster's nodes share one kernel and /dev/shm: UCX (MPICH's transport) takes them for one host and
 # tries shared memory between them, which fails across their PID namespaces (MPI_Init: "Endpoint timeout"). Nodes
 # of a real cluster are hosts of their own.
 NODES_OF_THEIR_OWN = {"UCX_TLS": "tcp,self"}
 
 
-@task(task_config=RayMPIJob(worker=Worker(replicas=2), slots=2, flavour="mpich",
-                            runtime_env={"env_vars": {"JOB_MARK": "two_nodes", **NODES_OF_THEIR_OWN},
-                                         "py_executable": MPICH_PYTHON}))
+def two_nodes_on(flavour: str) -> RayMPIJob:
+    """two_nodes' world on another MPI flavour: the cluster's Ray runs in the suite's venv (Open MPI), the ranks in
+    the flavour's, built beside it by `make test`."""
+    python = Path(__file__).resolve().parents[2] / f".venv-{flavour}" / "bin" / "python"
+    return RayMPIJob(worker=Worker(replicas=2), slots=2, flavour=flavour,
+                     runtime_env={"env_vars": {"JOB_MARK": "two_nodes", **NODES_OF_THEIR_OWN},
+                                  "py_executable": str(python)})
+
+
+@task(task_config=two_nodes_on("mpich"))
 def two_nodes_mpich(x: int, fail_on_rank: int) -> (List[str], FlyteFile):
+    return report_world(x, fail_on_rank)
+
+
+@task(task_config=two_nodes_on("impi"))
+def two_nodes_impi(x: int, fail_on_rank: int) -> (List[str], FlyteFile):
     return report_world(x, fail_on_rank)
 
 
