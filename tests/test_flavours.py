@@ -102,6 +102,15 @@ def test_a_flavour_not_installed_fails_at_once_naming_both_mpis_and_the_fix(flav
     assert f"pip install {'impi-rt' if flavour == 'impi' else flavour}" in said
 
 
+def test_the_flavour_field_takes_exactly_the_flavours_raympi_knows():
+    from flytekitplugins.raympi import RayMPIJob
+    from raympi.config import SCHEMA_PATH
+    from raympi.flavours import FLAVOURS as KNOWN
+
+    assert json.loads(SCHEMA_PATH.read_text())["properties"]["flavour"]["enum"] == list(KNOWN) == FLAVOURS
+    assert [RayMPIJob(flavour=name).flavour for name in KNOWN] == FLAVOURS
+
+
 def test_a_rank_whose_mpi4py_loads_another_mpi_exits_at_once_saying_so():
     """Without the plugin's check (a py_executable launch), every rank still refuses to run as a world of its own."""
     mpich = VENVS["mpich"] / "bin"

@@ -13,6 +13,8 @@ from flytekit import Resources
 from pydantic import AfterValidator, ConfigDict, Field, StrictInt, StrictStr, ValidationInfo, model_validator
 from pydantic.dataclasses import dataclass
 
+from raympi.flavours import FLAVOURS
+
 _STRICT = ConfigDict(arbitrary_types_allowed=True, extra="forbid", strict=True)
 
 
@@ -141,7 +143,7 @@ class RayMPIJob:
     address: Optional[StrictStr] = None
     runtime_env: Optional[Dict] = None
     mpirun_args: List[StrictStr] = Field(default_factory=list)
-    flavour: Literal["openmpi", "mpich", "impi"] = "openmpi"
+    flavour: Literal[tuple(FLAVOURS)] = "openmpi"
     shutdown_after_job_finishes: Optional[bool] = None
     ttl_seconds_after_finished: Optional[StrictInt] = Field(default=None, ge=0)
     placement_timeout_seconds: StrictInt = Field(default=600, gt=0)
