@@ -76,6 +76,7 @@ def horovod() -> float:
     averaged by Horovod's allreduce), all ranks together, over the timed steps after a warm-up."""
     import horovod.torch as hvd
     import torch
+    from mpi4py import MPI  # noqa: F401 -- MPI initialized here, as RayMPIJob's ranks have it before the body
 
     from examples.horovod_digits import digits_model
 
