@@ -88,7 +88,7 @@ def run(task, ctx: FlyteContext, inputs: LiteralMap) -> LiteralMap:
             driver_node=ray.get_runtime_context().get_node_id(),
             run_id=uuid.uuid4().hex,
         )
-        args = (list(sys.path), cloudpickle.dumps(assignment))
+        args = (list(sys.path), cloudpickle.dumps(assignment), task.enable_deck)
         try:
             mpi = runtime_env["mpi"]
             if world is None:

@@ -66,25 +66,25 @@ def literals_from_bytes(data: bytes) -> LiteralMap:
 Rank0Result = Tuple[bytes, Dict[str, bytes], Dict[str, str], Optional[List[dict]]]
 
 
-def run_rank0(sys_path: List[str], payload: bytes) -> Rank0Result:
+def run_rank0(sys_path: List[str], payload: bytes, observed: bool) -> Rank0Result:
     """The Ray task that is rank 0: share the assignment with the peers, run the task, return its outputs
     (written under the raw output prefix from this node) as a serialized LiteralMap, in a local run on
     another node than the driver's the local files they refer to (see blobs.py), its decks ({name: html}) and, for
     a task with decks, the world's ranks (raympi.world.view; also on its errors, as `mpi_world`).
 
     `payload` is the pickled Assignment; `sys_path` is where the driver found the task's module
-    (`pyflyte run wf.py` imports wf from a path only the driver's sys.path has)."""
+    (`pyflyte run wf.py` imports wf from a path only the driver's sys.path has); `observed`: the task has decks,
+    told apart from the payload so that the world keeps its ranks' output before any peer can run (or fail)."""
     import ray
     from mpi4py import MPI
 
     from raympi import mpi_init
 
     mpi_init()
-    MPI.COMM_WORLD.Ibarrier().Wait()  # see _wait_for_the_call
-    assignment = _load(MPI.COMM_WORLD.bcast((sys_path, payload), root=0))
-    observed = assignment.task.enable_deck
     if observed:
         world.keep_output(DECK_OUTPUT_CHARS)
+    MPI.COMM_WORLD.Ibarrier().Wait()  # see _wait_for_the_call
+    assignment = _load(MPI.COMM_WORLD.bcast((sys_path, payload), root=0))
     kept: Set[str] = set()
     with rank_context(assignment, 0, kept) as ctx:
         if observed:
@@ -126,8 +126,8 @@ class World:
     done, until run_whole_world runs the one task it is for (see run_rank0), returning once every rank is done (the
     method's name says so: raympi.rank0.WHOLE_WORLD_METHOD); its caller then ends it."""
 
-    def run_whole_world(self, sys_path: List[str], payload: bytes) -> Rank0Result:
-        return run_rank0(sys_path, payload)
+    def run_whole_world(self, sys_path: List[str], payload: bytes, observed: bool) -> Rank0Result:
+        return run_rank0(sys_path, payload, observed)
 
 
 def _report_for_deck() -> None:
