@@ -27,8 +27,8 @@ LABELS = {
 }
 
 
-def _oversubscribe(ranks: int) -> list:
-    return ["--oversubscribe"] if ranks > CORES else []
+def _oversubscribe(ranks: int, flavour: str = "openmpi") -> list:
+    return FLAVOURS[flavour].oversubscribe if ranks > CORES else []
 
 
 def _process(*command: str):
@@ -57,8 +57,7 @@ def _env_var(name: str, value: str):
 def mpirun(ranks: int, body: str, flavour: str = "openmpi", python: str = sys.executable) -> Case:
     """Plain `mpirun` (or the flavour's own launcher, its ranks running `python`)."""
     mpi = FLAVOURS[flavour]
-    oversubscribe = mpi.oversubscribe if ranks > CORES else []
-    run = _process(mpi.find(python), *mpi.as_root(), *oversubscribe, "-n", str(ranks),
+    run = _process(mpi.find(python), *mpi.as_root(), *_oversubscribe(ranks, flavour), "-n", str(ranks),
                    python, "-m", "benchmarks.bodies", body)
     return Case("mpirun" if flavour == "openmpi" else f"mpiexec:{flavour}", ranks, body, run)
 

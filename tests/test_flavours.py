@@ -107,8 +107,11 @@ def test_the_flavour_field_takes_exactly_the_flavours_raympi_knows():
     from raympi.config import SCHEMA_PATH
     from raympi.flavours import FLAVOURS as KNOWN
 
-    assert json.loads(SCHEMA_PATH.read_text())["properties"]["flavour"]["enum"] == list(KNOWN) == FLAVOURS
+    assert list(KNOWN) == FLAVOURS, "every flavour raympi knows is tested here"
+    assert json.loads(SCHEMA_PATH.read_text())["properties"]["flavour"]["enum"] == FLAVOURS
     assert [RayMPIJob(flavour=name).flavour for name in KNOWN] == FLAVOURS
+    with pytest.raises(ValueError, match="flavour\n  Input should be 'openmpi', 'mpich' or 'impi'"):
+        RayMPIJob(flavour="mvapich")
 
 
 def test_a_rank_whose_mpi4py_loads_another_mpi_exits_at_once_saying_so():

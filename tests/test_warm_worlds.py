@@ -1,7 +1,7 @@
 """Warm worlds (flytekitplugins.raympi.warm): on the embedded Ray a call runs in a world started ahead of it, never in
-one that ran an earlier call, and with warm worlds off none is started. Processes are read from /proc: a warm world's
-rank 0 is titled `ray::World`. (Ray itself may keep a spare world of a task's runtime env, an idle worker started
-beside the call's: that one is Ray's, with warm worlds or without.)"""
+one that ran an earlier call, and with warm worlds off no world outlives its call (Ray starts no spare worker of its
+own for a rank 0 scheduled in a placement group, as RayMPIJob's is). Processes are read from /proc: a warm world's
+rank 0 is titled `ray::World`."""
 
 import os
 import subprocess
@@ -15,6 +15,7 @@ import pytest
 from flytekit import current_context, task
 
 from benchmarks import procinfo
+from benchmarks.harness import MPIRUN_NAMES
 from benchmarks.procinfo import started
 from conftest import TESTS_DIR, command_line, marked_processes, wait_until_gone
 from flytekitplugins.raympi import RayMPIJob, Worker
@@ -47,6 +48,13 @@ def fails_on(rank: int) -> int:
         raise RuntimeError(f"rank {rank} failed on purpose")
     MPI.COMM_WORLD.barrier()
     return 0
+
+
+def worlds() -> set:
+    """The processes of this module's MPI worlds, warm or running a call: each mpirun with its ranks."""
+    marked = marked_processes(MARKER)
+    mpiruns = marked & set(procinfo.named(MPIRUN_NAMES))
+    return mpiruns | {pid for pid in marked if parent(pid) in mpiruns}
 
 
 def warm_world() -> set:
@@ -96,12 +104,14 @@ def test_a_rank_failing_in_a_warm_world_fails_the_call_and_ends_that_world():
 def test_with_warm_worlds_off_none_is_started_and_the_waiting_one_ends(monkeypatch):
     world_state(x=1)
     idle = wait_for_warm_world(ranks=2)
+    assert idle <= worlds()
     monkeypatch.setenv(WARM_WORLDS_VAR, "0")
     ran = {int(row.split()[0]) for row in world_state(x=1)}
     assert not ran & idle, "the warm world waiting when they were turned off served a call"
     assert wait_until_gone(idle) == set(), "the warm world waiting when they were turned off is ended"
+    assert wait_until_gone(worlds()) == set(), "the call's world outlived it"
     time.sleep(5)  # as long as a warm world would take to show up
-    assert warm_world() == set(), "a warm world was started"
+    assert worlds() == set(), "a world was started after the call: ours (warm) or Ray's (a spare worker)"
 
 
 def test_an_unknown_warm_worlds_setting_is_refused_naming_it(monkeypatch):

