@@ -65,7 +65,8 @@ def wait_until_idle(ranks: int) -> list[int]:
 
 def idle_warm_world(ranks: int) -> Sample:
     """Call the RayMPIJob task once, then measure the warm world it leaves once idle. Sample: wall = from the call's
-    end until it was seen idle; result = each process's RSS and PSS (MB), the world's CPU-s per s while idle."""
+    end until it was seen idle; result = each process's RSS and PSS (MB), the CPU-s its processes took to get there
+    (its start: a floor on back-to-back calls, each of which needs a world started), its CPU-s per s while idle."""
     launchers.raympijob(ranks, "launch").run()
     end = time.time()
     pids = wait_until_idle(ranks)
@@ -74,15 +75,19 @@ def idle_warm_world(ranks: int) -> Sample:
     memory = {name: procinfo.memory_mb(pid) for name, pid in zip(names, pids)}
     before = world_cpu_s(pids)
     time.sleep(IDLE_SAMPLE_S)
-    return Sample(up, {}, {"memory_mb": memory, "idle_cpu_s_per_s": (world_cpu_s(pids) - before) / IDLE_SAMPLE_S})
+    return Sample(up, {}, {"memory_mb": memory, "start_cpu_s": before,
+                           "idle_cpu_s_per_s": (world_cpu_s(pids) - before) / IDLE_SAMPLE_S})
 
 
 def memory_note(ranks: int, sample: Sample) -> str:
     memory = sample.result["memory_mb"]
     total = {kind: sum(m[kind] for m in memory.values()) for kind in ("rss", "pss")}
     each = "; ".join(f"{name} {m['rss']:.0f} / {m['pss']:.0f}" for name, m in memory.items())
+    start = sample.result["start_cpu_s"]
     return (f"{ranks} ranks: RSS {total['rss']:.0f} MB, PSS {total['pss']:.0f} MB ({each}); seen idle "
-            f"{sample.wall:.1f} s after the call returned; {sample.result['idle_cpu_s_per_s']:.3f} CPU-s/s while idle.")
+            f"{sample.wall:.1f} s after the call returned; its start took {start:.2f} CPU-s, so back-to-back calls, "
+            f"a world started for each, take at least {start / launchers.CORES:.2f} s each on {launchers.CORES} "
+            f"cores; {sample.result['idle_cpu_s_per_s']:.3f} CPU-s/s while idle.")
 
 
 def run(session: Session, options) -> Section:

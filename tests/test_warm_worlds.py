@@ -12,7 +12,9 @@ import uuid
 from typing import List
 
 import pytest
-from flytekit import current_context, task
+import ray
+from flytekit import Resources, current_context, task
+from ray.util import placement_group_table
 
 from benchmarks import procinfo
 from benchmarks.harness import MPIRUN_NAMES
@@ -112,6 +114,23 @@ def test_with_warm_worlds_off_none_is_started_and_the_waiting_one_ends(monkeypat
     assert wait_until_gone(worlds()) == set(), "the call's world outlived it"
     time.sleep(5)  # as long as a warm world would take to show up
     assert worlds() == set(), "a world was started after the call: ours (warm) or Ray's (a spare worker)"
+
+
+@task(task_config=RayMPIJob(worker=Worker(requests=Resources(gpu="2")), slots=2))
+def gpu_world() -> int:
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD.allreduce(1)
+
+
+def test_an_idle_world_holds_no_reservation_and_a_gpu_task_gets_none():
+    world_state(x=1)
+    wait_for_warm_world(ranks=2)
+    assert [g for g in placement_group_table().values() if g["state"] != "REMOVED"] == [], "no placement group"
+    assert ray.available_resources().get("CPU") == ray.cluster_resources()["CPU"], "every CPU is free"
+    assert gpu_world() == 2  # on the embedded Ray restarted with the GPUs it needs, declared (this machine has none)
+    time.sleep(5)  # as long as a warm world would take to show up
+    assert worlds() == set(), "a GPU task's world outlived it"
 
 
 def test_an_unknown_warm_worlds_setting_is_refused_naming_it(monkeypatch):
