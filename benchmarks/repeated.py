@@ -93,7 +93,7 @@ def memory_note(ranks: int, sample: Sample) -> str:
 def run(session: Session, options) -> Section:
     ranks, warmup = options.repeated_ranks, max(1, options.warmup)
     # Each number of ranks on the Ray a process calling such a task starts: a Ray of more CPUs than the task takes
-    # starts spare worlds for its rank 0 (measured), which would serve the next call.
+    # may start spare worlds for its rank 0 (Ray's prestart), which would serve the next call.
     for n in ranks:
         with session.product_ray(launchers.raympijob_cold(n, "launch").run):
             for gap in GAPS_S:
