@@ -1,7 +1,7 @@
 """Warm worlds (flytekitplugins.raympi.warm): on the embedded Ray a call runs in a world started ahead of it, never in
-one that ran an earlier call, and with warm worlds off no world outlives its call (Ray starts no spare worker of its
-own for a rank 0 scheduled in a placement group, as RayMPIJob's is). Processes are read from /proc: a warm world's
-rank 0 is titled `ray::World`."""
+one that ran an earlier call, and with warm worlds off no world outlives its call (nor did Ray start a spare worker
+of its own, on a Ray that runs RayMPIJob tasks only, as here: see benchmarks/README.md). Processes are read from
+/proc: a warm world's rank 0 is titled `ray::World`."""
 
 import os
 import subprocess
@@ -52,18 +52,20 @@ def fails_on(rank: int) -> int:
     return 0
 
 
-def worlds() -> set:
-    """The processes of this module's MPI worlds, warm or running a call: each mpirun with its ranks."""
+def worlds(rank0_title: str = "") -> set:
+    """The processes of this module's MPI worlds, warm or running a call: each mpirun with its ranks; with
+    `rank0_title`, of the worlds with a rank so titled only."""
     marked = marked_processes(MARKER)
-    mpiruns = marked & set(procinfo.named(MPIRUN_NAMES))
-    return mpiruns | {pid for pid in marked if parent(pid) in mpiruns}
+    ranks = {pid: parent(pid) for pid in marked}
+    mpiruns = {pid for pid in marked & set(procinfo.named(MPIRUN_NAMES))
+               if not rank0_title or any(up == pid and command_line(rank).startswith(rank0_title)
+                                         for rank, up in ranks.items())}
+    return mpiruns | {rank for rank, up in ranks.items() if up in mpiruns}
 
 
 def warm_world() -> set:
     """The processes of this module's warm world: its mpirun, with rank 0 (`ray::World`) and the other ranks."""
-    rank0s = [pid for pid in marked_processes(MARKER) if command_line(pid).startswith("ray::World")]
-    mpiruns = {parent(pid) for pid in rank0s}
-    return mpiruns | {pid for pid in marked_processes(MARKER) if parent(pid) in mpiruns}
+    return worlds(rank0_title="ray::World")
 
 
 def parent(pid: int) -> int:
