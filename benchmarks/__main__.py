@@ -3,7 +3,8 @@
     python -m benchmarks [--repeats 3] [--out benchmarks/results]     # make bench
 
 Sections are modules with `run(session, options) -> Section`. Horovod's needs Horovod installed (`make bench`
-does it); the multi-node one needs root (it builds a cluster of network namespaces) and is left out without.
+does it); the multi-node one needs root (it builds a cluster of network namespaces) and is left out without; the
+deployed one (root, podman) runs only when named.
 """
 
 import argparse
@@ -11,12 +12,13 @@ import os
 import sys
 from pathlib import Path
 
-from benchmarks import bandwidth, flavours, horovod, launch, multinode, repeated, report, scaling
+from benchmarks import bandwidth, deployed, flavours, horovod, launch, multinode, repeated, report, scaling
 from benchmarks.harness import ROOT, Session
 
 SECTIONS = {"launch": launch, "bandwidth": bandwidth, "scaling": scaling, "horovod": horovod, "repeated": repeated,
-            "flavours": flavours, "multinode": multinode}
-DEFAULT_SECTIONS = [name for name in SECTIONS if name != "multinode" or os.geteuid() == 0]
+            "flavours": flavours, "multinode": multinode, "deployed": deployed}
+# "deployed" builds images and clusters of containers (~20 min): asked for by name only.
+DEFAULT_SECTIONS = [name for name in SECTIONS if name != "deployed" and (name != "multinode" or os.geteuid() == 0)]
 
 
 def at_least(minimum: int):

@@ -1,4 +1,5 @@
-"""Flagship example: estimate pi with mpi4py on 4 MPI ranks, as a Flyte workflow on an embedded Ray.
+"""Flagship example: estimate pi with mpi4py on 4 MPI ranks (2 workers x 2 slots), as a Flyte workflow on an
+embedded Ray; on a cluster, the ranks run on two worker pods, two on each.
 
     python examples/pi.py            # or: pyflyte run examples/pi.py pi_workflow --samples 200000
 
@@ -15,7 +16,7 @@ from flytekit import task, workflow
 from flytekitplugins.raympi import Launcher, RayMPIJob, Worker
 
 
-@task(task_config=RayMPIJob(launcher=Launcher(replicas=1), worker=Worker(replicas=1), slots=4))
+@task(task_config=RayMPIJob(launcher=Launcher(replicas=1), worker=Worker(replicas=2), slots=2))
 def estimate_pi(samples: int) -> (float, List[str]):
     from mpi4py import MPI
 

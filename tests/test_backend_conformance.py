@@ -1,203 +1,33 @@
-"""What the Flyte backend makes of a RayMPIJob task, on a small Python model of its Go code.
-
-The model encodes flyteorg/flyte v1.16.8 (commit 51877f899c9f95e0cb5efe90444eb0c6c6ea48a9); every function
-below names the Go function it follows (flyteplugins/go/tasks/...):
-- plugins/k8s/ray/ray.go: BuildResource, constructRayJob, buildHeadPodTemplate, buildWorkerPodTemplate,
-  mergeCustomPodSpec; plugins/k8s/ray/config.go: defaultConfig;
-- pluginmachinery/flytek8s/pod_helper.go: MergeOverlayPodSpecOntoBase (mergo v0.3.13, WithOverride, WithAppendSlice);
-- pluginmachinery/flytek8s/container_helper.go: BuildRawContainer, AdjustOrDefaultResource,
-  SanitizeGPUResourceRequirements;
-and Kubernetes' admission rule for container resources (k8s.io/kubernetes, pkg/apis/core/validation/validation.go,
-ValidateResourceRequirements). The inputs are real: tasks decorated with RayMPIJob, serialized by flytekit.
-The Go backend cannot run here; when it changes, change the model, citing the new tag. The merge modelled here is
-the one from v1.15.1 on (PR #6262); v1.14.0 to v1.15.0 took only the k8s_pod's resources, and before v1.14.0 the
-Ray IDL had no k8s_pod (the README says what that means for a RayMPIJob).
-"""
+"""What the Flyte backend makes of a RayMPIJob task, on the model of its Go code in scripts/flyte_backend.py
+(flyteorg/flyte v1.16.8). The inputs are real: tasks decorated with RayMPIJob, serialized by flytekit."""
 
 import functools
-import re
 import subprocess
 import sys
 import tarfile
 import warnings
 from collections import OrderedDict
-from fractions import Fraction
 from pathlib import Path
 
 import pytest
 import yaml
 from flyteidl.admin import task_pb2
 from flyteidl.core.tasks_pb2 import Resources as IdlResources
-from flyteidl.plugins.ray_pb2 import RayJob
 from flytekit import Resources, task
 from flytekit.configuration import ImageConfig, SerializationSettings
 from flytekit.tools.translator import get_serializable
-from google.protobuf.json_format import MessageToDict, ParseDict
+from google.protobuf.json_format import MessageToDict
 
 from flytekitplugins.raympi import CleanPodPolicy, Launcher, RayMPIJob, RunPolicy, Worker
+from flytekitplugins.raympi.spec import LAUNCHER_MEMORY
+from scripts.flyte_backend import (HEAD_ENV, HEAD_PARAMETERS, K8S_NAMES, KEEPS_CLUSTERS, SANDBOX_TASK_DEFAULTS,
+                                   STOCK, WORKER_ENV, WORKER_PARAMETERS, admission_errors, backend_ray_job, quantity,
+                                   task_container)
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = SerializationSettings(image_config=ImageConfig.auto(img_name="ghcr.io/acme/raympi:0.1"))
 PLUGIN_ENV_NAMES = ["RAY_RUNTIME_ENV_PLUGINS", "RAY_worker_register_timeout_seconds"]
-
-# docker/sandbox-bundled/manifests/complete.yaml (and complete-connector.yaml), v1.16.8: 100-inline-config.yaml
-# task_resources.defaults (its limits are 0: no cap).
-SANDBOX_TASK_DEFAULTS = {"cpu": "500m", "memory": "1Gi"}
-# ray/config.go defaultConfig, v1.16.8; KEEPS_CLUSTERS: a backend whose operator set shutdownAfterJobFinishes false.
-STOCK = {"shutdownAfterJobFinishes": True, "ttlSecondsAfterFinished": 3600}
-KEEPS_CLUSTERS = {"shutdownAfterJobFinishes": False, "ttlSecondsAfterFinished": 3600}
-# config.go Defaults.{HeadNode,WorkerNode}.StartParameters; the keys ray.go adds where missing, with config.go's
-# IncludeDashboard, DashboardHost, IPAddress and EnableUsageStats defaults.
-DEFAULT_START_PARAMETERS = {"disable-usage-stats": "true"}
-HEAD_PARAMETERS = {"include-dashboard": "true", "node-ip-address": "$MY_POD_IP", "dashboard-host": "0.0.0.0",
-                   "disable-usage-stats": "true"}
-WORKER_PARAMETERS = {"node-ip-address": "$MY_POD_IP", "disable-usage-stats": "true"}
-# ray.go buildHeadPodTemplate / buildWorkerPodTemplate (MEMORY_* do point at cpu there).
-POD_IP = {"name": "MY_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
-HEAD_ENV = [POD_IP]
-WORKER_ENV = [
-    {"name": "RAY_DISABLE_DOCKER_CPU_WARNING", "value": "1"},
-    {"name": "TYPE", "value": "worker"},
-    *({"name": name, "valueFrom": {"resourceFieldRef": {"containerName": "ray-worker", "resource": resource}}}
-      for name, resource in (("CPU_REQUEST", "requests.cpu"), ("CPU_LIMITS", "limits.cpu"),
-                             ("MEMORY_REQUESTS", "requests.cpu"), ("MEMORY_LIMITS", "limits.cpu"))),
-    {"name": "MY_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-    POD_IP,
-]
-PORTS = [{"name": "redis", "containerPort": 6379}, {"name": "head", "containerPort": 10001},
-         {"name": "dashboard", "containerPort": 8265}]
-PRE_STOP = {"preStop": {"exec": {"command": ["/bin/sh", "-c", "ray stop"]}}}
-# SanitizeGPUResourceRequirements renames flytekit's "gpu" to the configured GPU name (default nvidia.com/gpu).
-K8S_NAMES = {"CPU": "cpu", "MEMORY": "memory", "GPU": "nvidia.com/gpu", "EPHEMERAL_STORAGE": "ephemeral-storage"}
 RESOURCE_FIELDS = {"cpu": "cpu", "mem": "memory", "gpu": "nvidia.com/gpu", "ephemeral_storage": "ephemeral-storage"}
-
-
-# --- Kubernetes quantities and admission --------------------------------------------------------------------
-
-_SUFFIXES = {"n": Fraction(1, 10**9), "u": Fraction(1, 10**6), "m": Fraction(1, 1000), "": 1, "k": 10**3, "M": 10**6,
-             "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
-             "Pi": 2**50, "Ei": 2**60}
-
-
-def quantity(text: str) -> Fraction:
-    """A Kubernetes quantity (apimachinery resource.ParseQuantity) as an exact number; KeyError if malformed."""
-    number, suffix = re.fullmatch(r"([+-]?(?:\d+\.?\d*|\.\d+))(.*)", text).groups()
-    if re.fullmatch(r"[eE][+-]?\d+", suffix):
-        return Fraction(number) * Fraction(10) ** int(suffix[1:])
-    return Fraction(number) * _SUFFIXES[suffix]
-
-
-def overcommit_allowed(name: str) -> bool:
-    """helper.IsOvercommitAllowed: native resources (no domain, or kubernetes.io) other than hugepages."""
-    return ("/" not in name or "kubernetes.io/" in name) and not name.startswith("hugepages-")
-
-
-def admission_errors(container: dict) -> list:
-    """ValidateResourceRequirements: a request at most its limit; for resources that cannot be overcommitted
-    (extended ones such as nvidia.com/gpu) a limit that is set and equals the request."""
-    resources = container.get("resources", {})
-    requests, limits = resources.get("requests", {}), resources.get("limits", {})
-    errors = []
-    for name, request in requests.items():
-        limit = limits.get(name)
-        if limit is None:
-            if not overcommit_allowed(name):
-                errors.append(f"{container['name']}: {name}: Limit must be set for non overcommitable resources")
-        elif not overcommit_allowed(name) and quantity(request) != quantity(limit):
-            errors.append(f"{container['name']}: requests.{name}={request} must be equal to limit of {limit}")
-        elif quantity(request) > quantity(limit):
-            errors.append(f"{container['name']}: requests.{name}={request} must be <= limit of {limit}")
-    return errors
-
-
-# --- The backend: task container, merge, RayJob ---------------------------------------------------------------
-
-def adjust_or_default(request, limit, default):
-    """container_helper.go AdjustOrDefaultResource (no platform limit): the request falls back to the limit, then
-    the platform default; the limit to the request; a request above its limit is lowered to it."""
-    request = request or limit or default
-    limit = limit or request
-    return (limit if quantity(request) > quantity(limit) else request), limit
-
-
-def task_container(template, platform: dict) -> dict:
-    """container_helper.go BuildRawContainer + AddFlyteCustomizationsToContainer(MergeExistingResources): the task's
-    container, cpu and memory always resolved, ephemeral storage and GPU when the task names them."""
-    container = template.container
-    asked, capped = ({K8S_NAMES[IdlResources.ResourceName.Name(e.name)]: e.value for e in entries}
-                     for entries in (container.resources.requests, container.resources.limits))
-    names = ["cpu", "memory"] + [n for n in ("ephemeral-storage", "nvidia.com/gpu") if n in asked or n in capped]
-    resolved = {n: adjust_or_default(asked.get(n), capped.get(n), platform.get(n)) for n in names}
-    return {
-        "name": "primary",
-        "image": container.image,
-        "args": list(container.args),
-        "env": [{"name": e.key, "value": e.value} for e in container.env],
-        "resources": {"requests": {n: r for n, (r, _) in resolved.items()},
-                      "limits": {n: lim for n, (_, lim) in resolved.items()}},
-    }
-
-
-def mergo(dst, src):
-    """mergo v0.3.13 Merge(&dst, src, WithOverride, WithAppendSlice) on JSON-shaped values: structs and maps merged
-    key by key, slices appended, a non-empty scalar overriding."""
-    if isinstance(src, dict):
-        return {**dst, **{key: mergo(dst[key], value) if key in dst else value for key, value in src.items()}}
-    if isinstance(src, list):
-        return dst + src
-    return src if src not in ("", 0, None) else dst
-
-
-def merge_overlay_pod_spec(base: dict, overlay: dict) -> dict:
-    """pod_helper.go MergeOverlayPodSpecOntoBase: pod fields merged; each base container merged with the overlay
-    containers of its name; overlay containers of other names dropped."""
-    merged = mergo(base, overlay)
-    merged["containers"] = [
-        functools.reduce(mergo, [o for o in overlay.get("containers", []) if o["name"] == c["name"]], c)
-        for c in base["containers"]
-    ]
-    return merged
-
-
-def node_pod(base: dict, name: str, env: list, k8s_pod, **extra) -> dict:
-    """ray.go buildHeadPodTemplate / buildWorkerPodTemplate: the task container renamed, its args cleared, the
-    backend's env and ports appended; then mergeCustomPodSpec with the custom's k8s_pod."""
-    container = {**base, "name": name, "args": [], "env": base["env"] + env, "ports": PORTS, **extra}
-    pod = {"containers": [container]}
-    return merge_overlay_pod_spec(pod, MessageToDict(k8s_pod.pod_spec)) if k8s_pod.HasField("pod_spec") else pod
-
-
-def start_params(custom, added: dict) -> dict:
-    """ray.go BuildResource / constructRayJob: the custom's rayStartParams (else config.go's defaults), the
-    backend's keys added only where missing."""
-    return {**added, **(dict(custom) or DEFAULT_START_PARAMETERS)}
-
-
-def backend_ray_job(template, ray_config: dict = STOCK, platform: dict = SANDBOX_TASK_DEFAULTS) -> dict:
-    """ray.go BuildResource + constructRayJob: the KubeRay RayJob spec built for a task template."""
-    job = ParseDict(MessageToDict(template.custom), RayJob(), ignore_unknown_fields=True)  # AllowUnknownFields
-    base = task_container(template, platform)
-    shutdown, ttl = ray_config["shutdownAfterJobFinishes"], ray_config["ttlSecondsAfterFinished"]
-    if job.shutdown_after_job_finishes:
-        shutdown, ttl = True, job.ttl_seconds_after_finished
-    head = job.ray_cluster.head_group_spec
-    return {
-        "entrypoint": " ".join(arg if arg != "" else "''" for arg in base["args"]),
-        "shutdownAfterJobFinishes": shutdown,
-        "ttlSecondsAfterFinished": ttl,
-        "runtimeEnvYAML": job.runtime_env_yaml,
-        "head": {"rayStartParams": start_params(head.ray_start_params, HEAD_PARAMETERS),
-                 "pod": node_pod(base, "ray-head", HEAD_ENV, head.k8s_pod)},
-        "workers": [
-            {"groupName": group.group_name,
-             "replicas": group.replicas,
-             "minReplicas": min(group.min_replicas, group.replicas),
-             "maxReplicas": max(group.max_replicas, group.replicas),
-             "rayStartParams": start_params(group.ray_start_params, WORKER_PARAMETERS),
-             "pod": node_pod(base, "ray-worker", WORKER_ENV, group.k8s_pod, lifecycle=PRE_STOP)}
-            for group in job.ray_cluster.worker_group_spec
-        ],
-    }
 
 
 # --- Real tasks -------------------------------------------------------------------------------------------------
@@ -240,6 +70,8 @@ MATRIX = {
         lambda: RayMPIJob(launcher=Launcher(replicas=1),
                           worker=Worker(replicas=5, requests=Resources(cpu="2", mem="2Gi"),
                                         limits=Resources(cpu="4", mem="2Gi")), slots=2), {}),
+    "task resources, none of the launcher's or worker's own": (
+        lambda: RayMPIJob(slots=2), {"requests": Resources(cpu="3", mem="3Gi")}),
     "task resources and env under the worker's": (
         lambda: RayMPIJob(worker=Worker(requests=Resources(cpu="1"))),
         {"requests": Resources(cpu="4", mem="8Gi"), "environment": {"APP_SETTING": "1"}}),
@@ -276,8 +108,14 @@ def test_every_pod_is_admissible(case):
 def test_each_pod_gets_the_resources_asked_and_the_task_default_for_the_rest(case):
     config, template, job = case
     base = task_container(template, SANDBOX_TASK_DEFAULTS)["resources"]
+    resources = template.container.resources
+    task_named = {K8S_NAMES[IdlResources.ResourceName.Name(e.name)] for e in [*resources.requests, *resources.limits]}
     for group, pod in pods(job):
         asked, capped = given(getattr(config, group).requests), given(getattr(config, group).limits)
+        if group == "launcher" and "memory" not in {*asked, *capped, *task_named}:
+            asked["memory"] = LAUNCHER_MEMORY
+        if group == "worker" and not config.gpus_per_worker and "cpu" not in {*asked, *capped, *task_named}:
+            asked["cpu"] = str(config.slots)
         want = {"requests": {**base["requests"], **capped, **asked}, "limits": {**base["limits"], **asked, **capped}}
         assert pod["containers"][0]["resources"] == want, group
 
@@ -392,7 +230,7 @@ def test_the_packaged_flagship_example_runs_as_the_readme_says(packaged_pi):
     assert [e for _, pod in pods(job) for c in pod["containers"] for e in admission_errors(c)] == []
     for _, pod in pods(job):
         assert PLUGIN_ENV_NAMES[0] in [e["name"] for e in pod["containers"][0]["env"]]
-    assert job["workers"][0]["rayStartParams"]["num-cpus"] == "4"
+    assert (job["workers"][0]["replicas"], job["workers"][0]["rayStartParams"]["num-cpus"]) == (2, "2")
     assert (job["shutdownAfterJobFinishes"], job["ttlSecondsAfterFinished"]) == (True, 3600)
     assert job["entrypoint"].endswith("task-module examples.pi task-name estimate_pi")
 

@@ -51,7 +51,8 @@ def both(**quantities) -> dict:
 def expected(workers: int, start: dict, worker_pod: dict = None, head_pod: dict = None, **job) -> dict:
     return {
         "rayCluster": {
-            "headGroupSpec": {"rayStartParams": {"num-cpus": "0"}, "k8sPod": head_pod or pod("ray-head")},
+            "headGroupSpec": {"rayStartParams": {"num-cpus": "0"},
+                              "k8sPod": head_pod or pod("ray-head", resources=both(memory="2Gi"))},
             "workerGroupSpec": [
                 {
                     "groupName": "mpi-workers",
@@ -59,7 +60,7 @@ def expected(workers: int, start: dict, worker_pod: dict = None, head_pod: dict 
                     "minReplicas": workers,
                     "maxReplicas": workers,
                     "rayStartParams": start,
-                    "k8sPod": worker_pod or pod("ray-worker"),
+                    "k8sPod": worker_pod or pod("ray-worker", resources=both(cpu=start["num-cpus"])),
                 }
             ],
         },
@@ -124,7 +125,7 @@ CASES = {
             3,
             {"num-gpus": "2"},
             worker_pod=pod("ray-worker", image="ghcr.io/acme/gpu:1", resources=both(**{"nvidia.com/gpu": "2"})),
-            head_pod=pod("ray-head", image="ghcr.io/acme/head:1"),
+            head_pod=pod("ray-head", image="ghcr.io/acme/head:1", resources=both(memory="2Gi")),
             runtimeEnvYaml="env_vars:\n  A: '1'\npip:\n- numpy\n",
             shutdownAfterJobFinishes=True,
             ttlSecondsAfterFinished=60,

@@ -12,6 +12,7 @@ import yaml
 from flyteidl.core.tasks_pb2 import K8sPod
 from flyteidl.plugins.ray_pb2 import HeadGroupSpec, RayCluster, RayJob, WorkerGroupSpec
 from flytekit import Resources
+from flytekit.core.resources import ResourceSpec
 from google.protobuf.json_format import MessageToDict, ParseDict
 from google.protobuf.struct_pb2 import Struct
 
@@ -23,22 +24,32 @@ HEAD_CONTAINER = "ray-head"
 WORKER_CONTAINER = "ray-worker"
 WORKER_GROUP = "mpi-workers"
 _QUANTITY_NAMES = {"cpu": "cpu", "mem": "memory", "gpu": "nvidia.com/gpu", "ephemeral_storage": "ephemeral-storage"}
+# The head runs Ray's GCS, dashboard and agents beside the task's driver: under the Flyte sandbox's default limit
+# (1Gi) Ray's memory monitor kills the driver's job (tests/test_as_deployed.py saw it). A launcher given no memory
+# gets this, as request and limit. A CPU worker given no CPU gets its slots (the platform default, 500m on the
+# sandbox, would throttle its ranks to half a core in all). Neither where the task's own resources name them.
+LAUNCHER_MEMORY = "2Gi"
 
 
-def ray_job_custom(config: RayMPIJob) -> Dict:
+def ray_job_custom(config: RayMPIJob, task_resources: Optional[ResourceSpec] = None) -> Dict:
     """The task template's `custom`: `MessageToDict` of the flyteidl `RayJob`."""
-    return MessageToDict(ray_job(config))
+    return MessageToDict(ray_job(config, task_resources))
 
 
-def ray_job(config: RayMPIJob) -> RayJob:
+def ray_job(config: RayMPIJob, task_resources: Optional[ResourceSpec] = None) -> RayJob:
+    """`task_resources`: the task's own (`@task(requests=..., limits=...)`), which the pods get where the config
+    names no other."""
     launcher, worker = config.launcher, config.worker
     slots = str(config.slots)
+    named = set(_quantities(task_resources.requests)) | set(_quantities(task_resources.limits)) if task_resources \
+        else set()
     worker_start_params = {"num-gpus": slots} if config.gpus_per_worker else {"num-cpus": slots}
     return RayJob(
         ray_cluster=RayCluster(
             head_group_spec=HeadGroupSpec(
                 ray_start_params={"num-cpus": "0"},
-                k8s_pod=_pod(HEAD_CONTAINER, launcher.image, launcher.requests, launcher.limits),
+                k8s_pod=_pod(HEAD_CONTAINER, launcher.image, launcher.requests, launcher.limits,
+                             default={} if "memory" in named else {"memory": LAUNCHER_MEMORY}),
             ),
             worker_group_spec=[
                 WorkerGroupSpec(
@@ -47,7 +58,8 @@ def ray_job(config: RayMPIJob) -> RayJob:
                     min_replicas=config.workers,
                     max_replicas=config.workers,
                     ray_start_params=worker_start_params,
-                    k8s_pod=_pod(WORKER_CONTAINER, worker.image, worker.requests, worker.limits),
+                    k8s_pod=_pod(WORKER_CONTAINER, worker.image, worker.requests, worker.limits,
+                                 default={} if config.gpus_per_worker or "cpu" in named else {"cpu": slots}),
                 )
             ],
         ),
@@ -65,22 +77,25 @@ def _cluster_lifetime(config: RayMPIJob) -> Dict:
 
 
 def _pod(container_name: str, image: Optional[str], requests: Optional[Resources],
-         limits: Optional[Resources]) -> K8sPod:
+         limits: Optional[Resources], default: Optional[Dict[str, str]] = None) -> K8sPod:
     container = {"name": container_name, "env": [{"name": k, "value": v} for k, v in PLUGIN_ENV.items()]}
     if image:
         container["image"] = image
-    resources = _requests_and_limits(requests, limits)
+    resources = _requests_and_limits(requests, limits, default)
     if resources:
         container["resources"] = resources
     return K8sPod(pod_spec=ParseDict({"containers": [container]}, Struct()))
 
 
-def _requests_and_limits(requests: Optional[Resources], limits: Optional[Resources]) -> Dict:
-    """Every key in both, the side not given copied from the other (per key; flytekit-ray does it per set).
+def _requests_and_limits(requests: Optional[Resources], limits: Optional[Resources],
+                         default: Optional[Dict[str, str]]) -> Dict:
+    """Every key in both, the side not given copied from the other (per key; flytekit-ray does it per set), and
+    `default`'s keys where neither gives them.
     The backend merges them key by key over its own container's, whose limits are its requests (the platform
     default unless the task sets them): a key on one side only would meet that default on the other (cpu
     request 2, limit 500m), and a GPU limit must equal its request."""
     asked, capped = _quantities(requests), _quantities(limits)
+    asked |= {name: value for name, value in (default or {}).items() if name not in asked and name not in capped}
     return {"requests": {**capped, **asked}, "limits": {**asked, **capped}} if asked or capped else {}
 
 

@@ -19,7 +19,7 @@ class RayMPIFunctionTask(PythonFunctionTask[RayMPIJob]):
         super().__init__(task_config=task_config, task_function=task_function, task_type=self._TASK_TYPE, **kwargs)
 
     def get_custom(self, settings: SerializationSettings) -> Dict[str, Any]:
-        return ray_job_custom(self.task_config)
+        return ray_job_custom(self.task_config, self.resources)
 
     def dispatch_execute(self, ctx: FlyteContext, input_literal_map: LiteralMap) -> LiteralMap:
         """Run as rank 0 of an MPI world on Ray, which executes the task the way flytekit would."""
