@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,12 +226,14 @@ class ContainerCluster:
                f"--env=MOTO_S3_CUSTOM_ENDPOINTS=http://{STORE_HOST}:{STORE_PORT}", s3_image(),
                "/opt/s3/bin/moto_server", "-H", ip, "-p", str(STORE_PORT))
         deadline = time.monotonic() + 60
-        while subprocess.run(["curl", "-sf", "-X", "PUT", f"http://127.0.0.1:{port}/{BUCKET}"],
-                             capture_output=True).returncode:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the object store did not answer within 60 s")
-            time.sleep(0.5)
-        return port
+        while True:  # until it answers: then the bucket exists
+            try:
+                urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/{BUCKET}", method="PUT"))
+                return port
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the object store did not answer within 60 s") from None
+                time.sleep(0.5)
 
     def _ip(self) -> str:
         self._last_ip += 1

@@ -29,7 +29,7 @@ SUITE, MIRROR = "bookworm", "http://deb.debian.org/debian"
 # What the official image's Python needs at run time (its lib-dynload), and what pip needs.
 BASE_PACKAGES = ["ca-certificates", "netbase", "libssl3", "libffi8", "libsqlite3-0", "libreadline8", "libncursesw6",
                  "libexpat1", "libnsl2", "libtirpc3", "libuuid1"]
-TOOLS = {"podman": "podman", "buildah": "buildah", "runc": "runc", "mmdebstrap": "mmdebstrap"}
+TOOLS = ("podman", "buildah", "runc", "mmdebstrap")  # Debian's packages, each with a command of its name
 # What the image installs: a change to any of these is a new image.
 IMAGE_INPUTS = ["Dockerfile", ".dockerignore", "setup.cfg", "pyproject.toml", "scripts/install-horovod.sh",
                 "plugins", "flytekitplugins-raympi"]
@@ -39,7 +39,8 @@ HOROVOD_CACHE = Path(os.environ.get("HOROVOD_WHEEL_CACHE")
 
 
 def podman(*args: str, check: bool = True, timeout: float = 3600) -> subprocess.CompletedProcess:
-    """Run podman (runc, no default ulimits: see containers.conf), its output captured."""
+    """Run podman (runc, no default ulimits: see containers.conf), its output captured; installed first if missing."""
+    install_tools()
     done = subprocess.run(["podman", *args], env={**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)},
                           capture_output=True, text=True, timeout=timeout)
     if check and done.returncode:
@@ -50,7 +51,7 @@ def podman(*args: str, check: bool = True, timeout: float = 3600) -> subprocess.
 
 def install_tools() -> None:
     """Debian's podman, buildah, runc and mmdebstrap, installed with apt-get (as root) where missing."""
-    missing = [package for package, command in TOOLS.items() if not shutil.which(command)]
+    missing = [tool for tool in TOOLS if not shutil.which(tool)]
     if not missing:
         return
     if os.geteuid() != 0 or not shutil.which("apt-get"):
@@ -76,7 +77,6 @@ def base_image() -> str:
         [SUITE, MIRROR, *BASE_PACKAGES, sys.version, str(prefix)])
     if exists(tag):
         return tag
-    install_tools()
     with tempfile.TemporaryDirectory(prefix="raympi-base-") as work:
         python_tar = Path(work, "python.tar")
         lib = f"./lib/python{version}"

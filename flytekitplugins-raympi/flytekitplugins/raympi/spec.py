@@ -41,8 +41,8 @@ def ray_job(config: RayMPIJob, task_resources: Optional[ResourceSpec] = None) ->
     names no other."""
     launcher, worker = config.launcher, config.worker
     slots = str(config.slots)
-    named = set(_quantities(task_resources.requests)) | set(_quantities(task_resources.limits)) if task_resources \
-        else set()
+    own = task_resources or ResourceSpec(requests=Resources(), limits=Resources())
+    named = {*_quantities(own.requests), *_quantities(own.limits)}
     worker_start_params = {"num-gpus": slots} if config.gpus_per_worker else {"num-cpus": slots}
     return RayJob(
         ray_cluster=RayCluster(
@@ -77,7 +77,7 @@ def _cluster_lifetime(config: RayMPIJob) -> Dict:
 
 
 def _pod(container_name: str, image: Optional[str], requests: Optional[Resources],
-         limits: Optional[Resources], default: Optional[Dict[str, str]] = None) -> K8sPod:
+         limits: Optional[Resources], default: Dict[str, str]) -> K8sPod:
     container = {"name": container_name, "env": [{"name": k, "value": v} for k, v in PLUGIN_ENV.items()]}
     if image:
         container["image"] = image
@@ -88,14 +88,14 @@ def _pod(container_name: str, image: Optional[str], requests: Optional[Resources
 
 
 def _requests_and_limits(requests: Optional[Resources], limits: Optional[Resources],
-                         default: Optional[Dict[str, str]]) -> Dict:
+                         default: Dict[str, str]) -> Dict:
     """Every key in both, the side not given copied from the other (per key; flytekit-ray does it per set), and
     `default`'s keys where neither gives them.
     The backend merges them key by key over its own container's, whose limits are its requests (the platform
     default unless the task sets them): a key on one side only would meet that default on the other (cpu
     request 2, limit 500m), and a GPU limit must equal its request."""
     asked, capped = _quantities(requests), _quantities(limits)
-    asked |= {name: value for name, value in (default or {}).items() if name not in asked and name not in capped}
+    asked |= {name: value for name, value in default.items() if name not in asked and name not in capped}
     return {"requests": {**capped, **asked}, "limits": {**asked, **capped}} if asked or capped else {}
 
 
