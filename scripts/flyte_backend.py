@@ -13,8 +13,8 @@ below names the Go function it follows (flyteplugins/go/tasks/...):
   ComputeRawOutputPrefix, pluginmachinery/ioutils: NewShardedRawOutputPath, NewBase36PrefixShardSelector);
 and Kubernetes' admission rule for container resources (k8s.io/kubernetes, pkg/apis/core/validation/validation.go,
 ValidateResourceRequirements). The Go backend cannot run here; when it changes, change the model, citing the new
-tag. The merge modelled here is the one from v1.15.1 on (PR #6262); v1.14.0 to v1.15.0 took only the k8s_pod's resources, and before v1.14.0 the
-Ray IDL had no k8s_pod (the README says what that means for a RayMPIJob).
+tag. The merge modelled here is the one from v1.15.1 on (PR #6262); v1.14.0 to v1.15.0 took only the k8s_pod's
+resources, and before v1.14.0 the Ray IDL had no k8s_pod (the README says what that means for a RayMPIJob).
 """
 
 import functools

@@ -111,26 +111,24 @@ def node_image(flavour: str = "openmpi", tag: str = None, fresh: bool = False) -
 
 def with_packages(image: str, *requirements: str) -> str:
     """`image` with more pip packages, as a user's task image adds its own (reused when built before)."""
-    tag = f"{image}-plus-" + _digest([image, *requirements])
-    if not exists(tag):
-        with tempfile.TemporaryDirectory(prefix="raympi-plus-") as context:
-            containerfile = Path(context, "Containerfile")
-            containerfile.write_text(f"FROM {image}\nUSER root\nRUN pip install --no-cache-dir "
-                                     f"{shlex.join(requirements)}\nUSER 1000\n")
-            _build(tag, containerfile, Path(context))
-    return tag
+    return _built(f"{image}-plus-" + _digest([image, *requirements]),
+                  f"FROM {image}\nUSER root\nRUN pip install --no-cache-dir {shlex.join(requirements)}\nUSER 1000\n")
 
 
 def s3_image() -> str:
     """An S3 server (moto's server mode, from PyPI) on base_image(), for tests: MinIO is not installable here."""
     base = base_image()
-    tag = "localhost/raympi-s3:" + _digest([base, S3_SERVER])
+    return _built("localhost/raympi-s3:" + _digest([base, S3_SERVER]),
+                  f"FROM {base}\nRUN python3 -m venv /opt/s3 && /opt/s3/bin/pip install --no-cache-dir "
+                  f"'{S3_SERVER}'\nUSER 65534\n")
+
+
+def _built(tag: str, containerfile: str) -> str:
+    """The image of a Containerfile's text (no build context), built unless it exists."""
     if not exists(tag):
-        with tempfile.TemporaryDirectory(prefix="raympi-s3-") as context:
-            containerfile = Path(context, "Containerfile")
-            containerfile.write_text(f"FROM {base}\nRUN python3 -m venv /opt/s3 && /opt/s3/bin/pip install "
-                                     f"--no-cache-dir '{S3_SERVER}'\nUSER 65534\n")
-            _build(tag, containerfile, Path(context))
+        with tempfile.TemporaryDirectory(prefix="raympi-image-") as context:
+            Path(context, "Containerfile").write_text(containerfile)
+            _build(tag, Path(context, "Containerfile"), Path(context))
     return tag
 
 

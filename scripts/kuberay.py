@@ -25,8 +25,9 @@ NAMESPACE = "flytesnacks-development"  # the backend's: <project>-<domain>
 HEAD_PORT, DASHBOARD_PORT, METRICS_PORT, AGENT_LISTEN_PORT = 6379, 8265, 8080, 52365  # utils/constant.go
 HEAD_GROUP = "headgroup"  # RayNodeHeadGroupLabelValue
 # BaseWgetHealthCommand with its ports and paths (initLivenessAndReadinessProbe).
-RAYLET_HEALTH = f"wget --tries 1 -T 2 -q -O- http://localhost:{AGENT_LISTEN_PORT}/api/local_raylet_healthz | grep success"
-GCS_HEALTH = f"wget --tries 1 -T 10 -q -O- http://localhost:{DASHBOARD_PORT}/api/gcs_healthz | grep success"
+_WGET_HEALTH = "wget --tries 1 -T {timeout} -q -O- http://localhost:{port}/{path} | grep success"
+RAYLET_HEALTH = _WGET_HEALTH.format(timeout=2, port=AGENT_LISTEN_PORT, path="api/local_raylet_healthz")
+GCS_HEALTH = _WGET_HEALTH.format(timeout=10, port=DASHBOARD_PORT, path="api/gcs_healthz")
 
 
 @dataclass(frozen=True)
