@@ -21,6 +21,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -94,6 +95,14 @@ class Cluster:
     def dashboard_url(self) -> str:
         """Dashboard and job submission server, reachable from the host over the bridge."""
         return f"http://{self.head.ip}:{DASHBOARD_PORT}"
+
+    @property
+    def client_env(self) -> dict:
+        """What a Ray client of this cluster (`ray status`, `ray job submit`, a driver) needs in its environment: the
+        mode of its token authentication and the file of the token, which only root reads."""
+        if self.env.get("RAY_AUTH_MODE") != "token":
+            return {}
+        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(state_dir(self.name) / "token")}
 
     @property
     def headers(self) -> dict:
@@ -232,6 +241,10 @@ def start(workers: int = 2, slots: int = 2, object_store_mb: int = 100, timeout:
         shared = shared_paths([REPO, sys.prefix, sys.base_prefix, Path(sys.executable).resolve().parent.parent,
                                os.getcwd(), *filter(os.path.isdir, sys.path)])
         cluster = Cluster(name, [add_node(name, n, ip, hosts, shared) for n, ip in ips.items()], node_env(env), shared)
+        if cluster.client_env:
+            token = os.open(cluster.client_env["RAY_AUTH_TOKEN_PATH"], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with open(token, "w") as file:
+                file.write(cluster.env["RAY_AUTH_TOKEN"])
         common = ["--node-ip-address", "{ip}", "--object-store-memory", str(object_store_mb << 20),
                   "--disable-usage-stats", *FIXED_PORTS]
         start_ray(cluster, cluster.head, deadline, common + [
@@ -476,6 +489,21 @@ def sh(*argv: str) -> str:
     return proc.stdout
 
 
+def ways_in(cluster: Cluster) -> str:
+    """How to reach `cluster`: a shell on each node, a job submitted from here, with what its token auth asks of a
+    client (the token's file, not the token); how to remove it."""
+    client = " ".join(f"{name}={value}" for name, value in cluster.client_env.items())
+    lines = [f"  {node.netns:12} {node.ip:12} a shell there: {shlex.join(cluster.enter(node))} "
+             f"env {client} PATH={VENV_BIN}:\"$PATH\" bash" for node in cluster.nodes]
+    if client:
+        lines.append(f"  Ray's token authentication is on: a client needs {client} (the file only root reads)")
+    lines += [f"  dashboard and jobs: {cluster.dashboard_url}, e.g. from here:",
+              f"    {client} {VENV_BIN / 'ray'} job submit --address {cluster.dashboard_url} -- "
+              "python -c 'import ray; ray.init(); print(len(ray.nodes()), \"nodes\")'",
+              f"  remove it: make cluster-down (or: {sys.executable} {__file__} down {cluster.name})"]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -496,12 +524,7 @@ def main(argv=None) -> None:
         began = time.monotonic()
         cluster = start(args.workers, args.slots)
         print(f"cluster {cluster.name} up in {time.monotonic() - began:.1f} s (Ray at {cluster.address})")
-        for node in cluster.nodes:
-            print(f"  {node.netns:12} {node.ip:12} a shell there: {' '.join(cluster.enter(node))} bash")
-        print(f"  dashboard and jobs: {cluster.dashboard_url}, e.g. from here:\n"
-              f"    {VENV_BIN / 'ray'} job submit --address {cluster.dashboard_url} -- "
-              f"python -c 'import ray; ray.init(); print(ray.nodes())'\n"
-              f"  remove it: make cluster-down (or: {sys.executable} {__file__} down {cluster.name})")
+        print(ways_in(cluster))
     else:
         for name in args.names or orphans():
             began = time.monotonic()

@@ -83,11 +83,11 @@ def failing_worker():
     comm.barrier()
 
 
-def fail_beside_frozen_rank0(path: "str | None" = None) -> None:
+def fail_beside_frozen_rank0(path: "str | None" = None, chatty: bool = False) -> None:
     """Rank 0 blocks in an MPI call that holds the GIL (mpi4py's first reduction on a new communicator
-    duplicates it until every rank joins); rank 1 raises once it has."""
+    duplicates it until every rank joins); rank 1 raises once it has, with `chatty` while a thread of it writes on."""
     comm = MPI.COMM_WORLD
-    path = comm.bcast(path, root=0)
+    path, chatty = comm.bcast((path, chatty), root=0)
     record_pids(path)
     fresh = comm.Dup()
     if comm.rank == 0:
@@ -96,6 +96,9 @@ def fail_beside_frozen_rank0(path: "str | None" = None) -> None:
     else:
         while not os.path.exists(f"{path}.frozen"):
             time.sleep(0.1)
+        if chatty:
+            threading.Thread(target=lambda: [print("progress " * 100, flush=True) for _ in iter(int, 1)],
+                             daemon=True).start()
         time.sleep(1)
         fail("raise", path)
 

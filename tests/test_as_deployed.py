@@ -84,7 +84,8 @@ def test_a_rank_that_raises_fails_the_task_naming_it_and_leaves_no_mpi_process(c
     run = cluster.run_task(deployed_jobs.ranks, {"fail_on_rank": 3}, image, code)
     assert run.finished.job_status == "SUCCEEDED"
     assert run.outputs is None
-    assert "MPI rank 3" in run.error and "RuntimeError: rank 3 failed on purpose" in run.error, run.error
+    assert "MPI rank 3" in run.error and "RuntimeError: rank 3 failed on purpose" in run.error, \
+        f"{run.error}\nThe Ray job's log ends:\n{run.finished.logs[-6000:]}"
     assert run.finished.mpi_left == {name: [] for name in run.finished.mpi_left}
 
 

@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from flytekit.models.literals import LiteralMap
 
@@ -64,7 +65,8 @@ def ray_state(cluster, resource: str) -> list:
     from ray.util.state.common import ListApiOptions, StateResource
 
     client = StateApiClient(cluster.dashboard_url, headers={"Content-Type": "application/json", **cluster.headers})
-    return client.list(StateResource[resource], ListApiOptions(timeout=30, limit=10000), raise_on_missing_output=False)
+    return client.list(StateResource[resource], ListApiOptions(timeout=30, limit=10000, detail=True),
+                       raise_on_missing_output=False)
 
 
 def rank_dirs(node) -> list:
@@ -88,6 +90,56 @@ def test_ranks_run_on_the_reserved_worker_nodes_and_rank0s_file_reaches_the_driv
     assert len(new_jobs) == 1, f"Ray jobs besides the driver's own: {new_jobs}"
     launchers = [a for a in ray_state(cluster, "ACTORS") if a.class_name == "DaemonLauncher"]
     assert launchers and {a.state for a in launchers} == {"DEAD"}, launchers
+
+
+def holders(secrets) -> list:
+    """The processes of this machine (every node's) whose command line or environment holds one of `secrets`."""
+    found = []
+    for pid in psutil.pids():
+        for part in ("cmdline", "environ"):
+            try:
+                content = Path(f"/proc/{pid}/{part}").read_bytes()
+            except OSError:
+                continue
+            if any(secret in content for secret in secrets):
+                found.append(f"{pid} {part}: {content[:300]!r}")
+    return found
+
+
+def test_the_launch_key_is_in_no_command_line_environment_ray_log_or_ray_state(cluster, shared_dir):
+    """The key lets its holder start any daemon on the world's other nodes (raympi.daemon_launcher): it lives in
+    the memory of the driver, the launchers and the launch agents only. Recorded where raympi.placement makes it."""
+    started, release, recorded = shared_dir / "started", shared_dir / "release", shared_dir / "key"
+    driver = cluster.driver(f"""
+        import mpi_jobs
+        from raympi import spread
+
+        def recording_key():
+            key = new_key()
+            open({str(recorded)!r}, "w").write(key.hex())
+            return key
+
+        new_key, spread.new_key = spread.new_key, recording_key
+        emit(mpi_jobs.two_nodes_held(started={str(started)!r}, release={str(release)!r}))
+    """, cwd=JOB_CODE)
+    try:
+        deadline = time.monotonic() + 600
+        while not started.exists() and driver.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert started.exists(), driver.communicate()[1][-5000:]
+        key = bytes.fromhex(recorded.read_text())
+        secrets = (key, key.hex().encode(), key.hex().upper().encode())
+        assert not holders(secrets), "while the world runs"
+    finally:
+        release.touch()
+    assert driver.result(timeout=300) == 1
+    assert not holders(secrets)
+    logged = [str(path) for node in cluster.nodes for path in (node.root / "tmp" / "ray").rglob("*")
+              if path.is_file() and not path.is_symlink() and any(s in path.read_bytes() for s in secrets)]
+    assert not logged, "Ray's logs and files on the nodes"
+    state = [ray_state(cluster, resource) for resource in
+             ("JOBS", "ACTORS", "TASKS", "PLACEMENT_GROUPS", "WORKERS", "NODES", "OBJECTS", "RUNTIME_ENVS")]
+    assert key.hex() not in repr(state), "Ray's state API"
 
 
 @pytest.mark.parametrize("flavour", ["mpich", "impi"])

@@ -146,6 +146,7 @@ def test_cli_up_leaves_a_cluster_and_down_removes_it(netns_cluster):
     assert up.returncode == 0, up.stderr
     name = re.search(r"cluster (rmpi\d+) up", up.stdout).group(1)
     try:
+        printed_ways_in_work_with_its_token_auth(name, up.stdout)
         pids = cluster_pids(name)
         assert {"raylet", "gcs_server"} <= {netns.comm(p) for p in pids}
         # its creator has exited; this module's cluster is owned by this live process
@@ -156,6 +157,21 @@ def test_cli_up_leaves_a_cluster_and_down_removes_it(netns_cluster):
         assert leftovers(name, pids) == NOTHING_LEFT
     finally:
         netns.remove(name)
+
+
+def printed_ways_in_work_with_its_token_auth(name: str, printed: str) -> None:
+    """Run what `up` printed, as a user pastes it: the job submit command, and in a shell on the head and on a
+    worker, `ray status` and a driver."""
+    token = (netns.state_dir(name) / "token")
+    assert token.stat().st_mode & 0o777 == 0o600 and token.read_text() not in printed, "the token's file, not it"
+    submit = printed.split("e.g. from here:\n", 1)[1].splitlines()[0]
+    done = subprocess.run(submit, shell=True, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0 and "2 nodes" in done.stdout, done.stdout + done.stderr
+    for node in (f"{name}-head", f"{name}-w1"):
+        shell = re.search(rf"{node} .* a shell there: (.*)", printed).group(1)
+        done = subprocess.run(shell, shell=True, capture_output=True, text=True, timeout=240,
+                              input="ray status && python -c 'import ray; ray.init(); print(len(ray.nodes()), \"nodes\")'")
+        assert done.returncode == 0 and "2 nodes" in done.stdout, done.stdout + done.stderr
 
 
 @pytest.fixture

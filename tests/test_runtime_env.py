@@ -1,5 +1,6 @@
 """The `mpi` runtime env on a real local Ray: rank 0 is the Ray worker, peers come from mpirun."""
 
+import asyncio
 import os
 import shutil
 import signal
@@ -14,9 +15,12 @@ from ray.exceptions import RayTaskError, RuntimeEnvSetupError, TaskCancelledErro
 
 from conftest import TESTS_DIR, recorded_pids, seconds_since_failure, wait_until_gone
 import raympi
-from raympi import MPIRankError, MPIWorldError, mpi_init
+from raympi import MPIRankError, MPIWorldError, mpi_init, preflight
+from raympi.channel import new_key
+from raympi.config import MPIConfig
 from raympi.flavours import FLAVOURS
 from raympi.peer import RANK0_SILENCE_LIMIT_S
+from raympi.world_key import KeyServer
 
 pytestmark = pytest.mark.usefixtures("local_ray")
 
@@ -241,11 +245,11 @@ def test_peer_that_dies_fails_the_call(tmp_path, mode):
 
 
 @ray.remote(runtime_env=mpi_env(2, "fail_beside_frozen_rank0"), max_retries=0)
-def freeze_rank0(path: str):
+def freeze_rank0(path: str, chatty: bool):
     mpi_init()
     import mpi_entries
 
-    mpi_entries.fail_beside_frozen_rank0(path)
+    mpi_entries.fail_beside_frozen_rank0(path, chatty)
 
 
 def console_until(capfd, wanted, within: float = 30.0) -> str:
@@ -257,12 +261,14 @@ def console_until(capfd, wanted, within: float = 30.0) -> str:
     return seen
 
 
-def test_a_peer_that_raises_while_rank0_is_frozen_ends_the_world(tmp_path, capfd):
+@pytest.mark.parametrize("chatty", [False, True], ids=["quiet", "a thread of the peer writing on"])
+def test_a_peer_that_raises_while_rank0_is_frozen_ends_the_world(tmp_path, capfd, chatty):
     """Rank 0 cannot hear of a failure while an MPI call holds its GIL: the failed peer ends the world, and
-    its error reaches the driver's console through the worker's log."""
+    its error reaches the driver's console through the worker's log. Output the peer goes on writing fills the
+    channel that rank 0 does not read: the failure is not held up behind it."""
     pids_file = tmp_path / "pids"
     with pytest.raises(WorkerCrashedError):
-        ray.get(freeze_rank0.remote(str(pids_file)), timeout=120)
+        ray.get(freeze_rank0.remote(str(pids_file), chatty), timeout=120)
     assert seconds_since_failure(pids_file) >= RANK0_SILENCE_LIMIT_S, "rank 0 heard of it: tests nothing"
     assert wait_until_gone(recorded_pids(pids_file)) == set(), "MPI processes outlived the failed world"
     wanted = ["MPI rank 1 (pid", "ValueError: rank 1 was told to fail"]
@@ -363,9 +369,12 @@ def test_a_host_whose_daemon_launcher_does_not_answer_fails_the_call_at_once_nam
     with socket.socket() as closed:  # a port where nothing listens
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
+    world = "00" * 16
+    key_server = ray.remote(KeyServer).remote()  # the world's key is kept on this node, as raympi.placement does
+    ray.get(key_server.keep.remote(world, new_key()))
     mpi = {"args": ["-n", "2"], "worker_entry": "mpi_entries.pi_worker",
-           "hosts": [f"{ray.util.get_node_ip_address()}:1", "127.0.0.1:1"],
-           "launchers": {"127.0.0.1": port}, "launch_key": "00" * 32}
+           "hosts": [f"{ray.util.get_node_ip_address()}:1", "127.0.0.1:1"], "launchers": {"127.0.0.1": port},
+           "world": world}
     began = time.monotonic()
     with pytest.raises(RuntimeEnvSetupError, match=rf"the daemon launcher of host 127.0.0.1 at 127.0.0.1:{port} does "
                                                    r"not answer \(.*refused"):
@@ -383,6 +392,17 @@ def test_an_interpreter_without_raympi_fails_the_call_at_once_saying_what_to_ins
         ray.get(never_runs.options(runtime_env={"py_executable": python, **mpi_env(2, "pi_worker")}).remote(),
                 timeout=60)
     assert time.monotonic() - began < 30
+
+
+def test_a_check_that_never_ends_is_stopped_with_what_it_started_and_named(tmp_path, monkeypatch):
+    """preflight runs in Ray's runtime env agent: a check that hung there would hold every call of the world."""
+    hangs = tmp_path / "python"
+    hangs.write_text(f"#!/bin/sh\nsleep 600 & echo $! > {tmp_path / 'child'}\nwait\n")
+    hangs.chmod(0o755)
+    monkeypatch.setattr(preflight, "CHECK_TIMEOUT_S", 3.0)
+    found = asyncio.run(asyncio.wait_for(preflight.problems(MPIConfig("mpi_entries.pi_worker"), str(hangs)), 30))
+    assert len(found) == 1 and f"{hangs} -c" in found[0] and "did not end within 3 s: stopped" in found[0], found
+    assert not wait_until_gone({int((tmp_path / "child").read_text())}), "what the check started outlived it"
 
 
 def test_entry_that_does_not_import_is_a_clear_error():

@@ -9,7 +9,7 @@ from typing import List
 
 from .config import MPIConfig
 from .flavours import FLAVOURS, Flavour
-from .launch_agent import KEY_VAR, LAUNCHERS_VAR
+from .launch_agent import LAUNCHERS_VAR, WORLD_VAR
 from .ray_internals import WORKER_NICENESS
 
 # Every rank runs as the launcher runs its ranks, rank 0 too. Ray would renice rank 0, a Ray worker, to
@@ -48,11 +48,12 @@ def _launch_shell(flavour: Flavour) -> List[str]:
 
 def _agent_env(config: MPIConfig) -> List[str]:
     """The launch agent finds the daemon launchers in its environment (the launcher passes its own): PRRTE splits
-    an agent's command line at spaces and colons, Hydra takes a program without arguments."""
+    an agent's command line at spaces and colons, Hydra takes a program without arguments. Not the world's key (see
+    raympi.world_key)."""
     if len(config.hosts) < 2:
         return []
     return ["env", f"{LAUNCHERS_VAR}={json.dumps(config.launchers, separators=(',', ':'))}",
-            f"{KEY_VAR}={config.launch_key}"]
+            f"{WORLD_VAR}={config.world}"]
 
 
 def _expected_hosts(config: MPIConfig) -> List[str]:

@@ -18,7 +18,7 @@ class MPIConfig:
     args: List[str] = field(default_factory=list)
     hosts: List[str] = field(default_factory=list)
     launchers: Dict[str, int] = field(default_factory=dict)
-    launch_key: Optional[str] = None
+    world: Optional[str] = None
     flavour: str = "openmpi"
 
     @classmethod
@@ -33,7 +33,7 @@ class MPIConfig:
         unlaunched = [host for host in config.hosts[1:] if host.rsplit(":", 1)[0] not in config.launchers]
         if unlaunched:
             raise ValueError(f"runtime_env['mpi']['launchers'] has no daemon launcher for the hosts {unlaunched}: "
-                             "take hosts, launchers and launch_key together from raympi.placement(...)")
+                             "take hosts, launchers and world together from raympi.placement(...)")
         return config
 
 

@@ -2,27 +2,37 @@
 node, placed in the world's placement group (gone with it), listening on its node's IP. raympi.launch_agent,
 which mpirun runs in place of ssh, hands it the daemon's command line; it runs the command, reports the exit
 status and the end of the daemon's stderr (where a daemon that failed says why), and stops the daemon when the
-agent goes away. Only an agent holding the world's key is heard. A daemon that fails while its agent waits is
+agent goes away. Only an agent holding the world's key is heard, and only a daemon of an MPI flavour is run (see
+`daemon_command`). A daemon that fails while its agent waits is
 also told to the world's caller by `failure` (see raympi.spread.get): Ray, waiting for a rank 0
 that never comes, would not say it.
 """
 
 import asyncio
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
 import threading
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 import ray
 
 from .channel import Channel, ChannelListener
+from .flavours import FLAVOURS
+from .messages import Ended, Run
 
 # How much of a daemon's stderr (the last bytes) goes back to the agent with its exit status.
 STDERR_TAIL_BYTES = 4096
 # How often `failure` looks: its callers are the drivers of worlds, which wait seconds at least.
 FAILURE_POLL_S = 0.2
+
+# What an agent may have run: the daemon of an MPI flavour, by its program's name.
+DAEMONS = {flavour.daemon for flavour in FLAVOURS.values()}
+# The status an agent gets for a command that is not such a daemon's.
+REFUSED = 126
 
 # `python -c _GUARD <launcher pid> <command>`, the launcher's child, in a process group of its own: it dies with the
 # launcher (prctl PR_SET_PDEATHSIG) and runs the command in a shell that dies with it, whose trap then kills the
@@ -39,56 +49,90 @@ sys.exit(subprocess.call(["/bin/sh", "-c", guarded], preexec_fn=lambda: prctl(1,
 
 @ray.remote(num_cpus=0, max_restarts=0)
 class DaemonLauncher:
-    def __init__(self, key: bytes, host: str):
-        """Listens on `host`, its node's IP as mpirun's --host names it."""
+    def __init__(self, host: str):
+        """Will listen on `host`, its node's IP as mpirun's --host names it."""
         self._host = host
         self._runs = 0  # daemons started so far
+        self._settled = 0  # those before it are of calls that ended
         self._failures: Dict[int, str] = {}  # the number of a daemon (in order of start): why it failed
-        self._listener = ChannelListener(host, key)
-        threading.Thread(target=self._accept, name="raympi-launcher", daemon=True).start()
 
-    def address(self) -> Tuple[str, int]:
+    def listen(self, key: bytes) -> Tuple[str, int]:
+        """Hear agents that hold `key` (given in a call: Ray logs no call's arguments); where they connect."""
+        self._listener = ChannelListener(self._host, key, self._serve)
         return self._listener.address
 
     async def failure(self) -> str:
-        """Returns once a daemon started here after this call has failed while its agent waited for it: where, its
-        exit status and the end of its stderr. (Earlier daemons were other worlds', of the same placement.)"""
-        first = self._runs
-        while not (failed := [number for number in self._failures if number >= first]):
+        """Returns once a daemon started here since the last `settle` has failed while its agent waited: where, its
+        exit status and the end of its stderr."""
+        while not (failed := [number for number in self._failures if number >= self._settled]):
             await asyncio.sleep(FAILURE_POLL_S)
         return self._failures[min(failed)]
 
-    def _accept(self) -> None:
-        for connection, peer_ip in self._listener.accept():
-            threading.Thread(target=self._serve, args=(connection, peer_ip), name="raympi-agent", daemon=True).start()
+    def settle(self) -> None:
+        """The daemons started so far are of calls that ended (see raympi.spread.get): `failure` tells of later ones."""
+        self._settled = self._runs
 
-    def _serve(self, connection, peer_ip: str) -> None:
-        """One agent: ("run", command) in, ("exit", status, stderr tail) out; the agent gone first stops the daemon."""
-        agent = self._listener.authenticate(connection, peer_ip)
-        if agent is None:
-            return
+    def _serve(self, agent: Channel, peer_ip: str) -> None:
+        """One agent: Run in, Ended out; the agent gone first stops the daemon."""
         request = agent.receive()
-        if request is not None and request[0] == "run":
-            number, self._runs = self._runs, self._runs + 1
-            daemon = start_daemon(request[1])
-            gone = threading.Event()
-            threading.Thread(target=_stop_when_gone, args=(agent, daemon, gone), name="raympi-agent-watch",
-                             daemon=True).start()
-            tail = _StderrTail(daemon)
-            status = daemon.wait()
-            status = status if status >= 0 else 128 - status  # killed by a signal: as a shell says
-            said = tail.text()
-            if status and not gone.is_set():
-                self._failures[number] = f"mpirun's daemon on {self._host} failed (exit status {status}): " + said.strip()
-            agent.send(("exit", status, said))
+        if isinstance(request, Run):
+            agent.send(self._run(agent, request.command))
         agent.close()
 
+    def _run(self, agent: Channel, command: str) -> Ended:
+        try:
+            env, argv = daemon_command(command)
+        except ValueError as refused:
+            return Ended(REFUSED, f"the daemon launcher on {self._host} refused to run it: {refused}")
+        number, self._runs = self._runs, self._runs + 1
+        daemon = start_daemon(argv, env)
+        gone = threading.Event()
+        threading.Thread(target=_stop_when_gone, args=(agent, daemon, gone), name="raympi-agent-watch",
+                         daemon=True).start()
+        tail = _StderrTail(daemon)
+        status = daemon.wait()
+        status = status if status >= 0 else 128 - status  # killed by a signal: as a shell says
+        said = tail.text()
+        if status and not gone.is_set():
+            self._failures[number] = f"mpirun's daemon on {self._host} failed (exit status {status}): " + said.strip()
+        return Ended(status, said)
 
-def start_daemon(command: str) -> subprocess.Popen:
-    """Run mpirun's daemon command (a shell command line, as sshd would) so that it ends with this process (the
-    actor killed, its node lost) or when its guard is sent SIGTERM: nothing runs on without Ray."""
-    return subprocess.Popen([sys.executable, "-c", _GUARD, str(os.getpid()), command], start_new_session=True,
-                            stderr=subprocess.PIPE)
+
+def daemon_command(command: str) -> Tuple[Dict[str, str], List[str]]:
+    """The environment and argv of mpirun's daemon command, as its launcher writes it for ssh: `<daemon> <args>`,
+    after `NAME=value;export NAME;` statements (PRRTE's). ValueError unless that is all it is, and the daemon one of
+    DAEMONS."""
+    lexer = shlex.shlex(command, posix=True, punctuation_chars=";")
+    lexer.whitespace_split = True
+    statements, words = [], []
+    for token in lexer:
+        if token == ";":
+            statements.append(words)
+            words = []
+        else:
+            words.append(token)
+    *settings, argv = [*statements, words] if words else statements
+    env = dict(os.environ)
+    for setting in settings:
+        if len(setting) == 1 and _ASSIGNMENT.fullmatch(setting[0]):
+            name, value = setting[0].split("=", 1)
+            env[name] = _VARIABLE.sub(lambda used: env.get(used.group(1), ""), value)
+        elif not (len(setting) == 2 and setting[0] == "export" and setting[1] in env):
+            raise ValueError(f"{shlex.join(setting)!r} is neither NAME=value nor export NAME")
+    if not argv or os.path.basename(argv[0]) not in DAEMONS:
+        raise ValueError(f"{argv[0] if argv else 'nothing'} is not an MPI daemon ({', '.join(sorted(DAEMONS))})")
+    return env, argv
+
+
+_ASSIGNMENT = re.compile(r"[A-Za-z_]\w*=.*", re.DOTALL)
+_VARIABLE = re.compile(r"\$([A-Za-z_]\w*)")
+
+
+def start_daemon(argv: List[str], env: Dict[str, str]) -> subprocess.Popen:
+    """Run mpirun's daemon so that it ends with this process (the actor killed, its node lost) or when its guard is
+    sent SIGTERM: nothing runs on without Ray."""
+    return subprocess.Popen([sys.executable, "-c", _GUARD, str(os.getpid()), shlex.join(argv)], env=env,
+                            start_new_session=True, stderr=subprocess.PIPE)
 
 
 class _StderrTail:

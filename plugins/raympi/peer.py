@@ -16,6 +16,7 @@ import traceback
 from . import world
 from .channel import Channel
 from .errors import MPIRankError
+from .messages import Done, Failed, Go, Hello, Output
 
 # How long a failed peer waits for rank 0 to end the world. Rank 0 is silent only when frozen (an MPI call
 # holding the GIL); the peer then exits with an error, and mpirun ends the world.
@@ -26,7 +27,7 @@ LINE_LIMIT = 64 * 1024
 
 def run(rank: int, rank0_address: tuple, key: bytes, worker_entry: str) -> None:
     channel = Channel.connect(rank0_address, key)
-    channel.send(("hello", rank, socket.gethostname(), os.getpid()))
+    channel.send(Hello(rank, socket.gethostname(), os.getpid()))
     world.mark("joined")
     world.to_rank0 = channel
     output = [OutputForwarder(fd, name, channel) for fd, name in ((1, "stdout"), (2, "stderr"))]
@@ -39,15 +40,15 @@ def run(rank: int, rank0_address: tuple, key: bytes, worker_entry: str) -> None:
     except BaseException as error:  # noqa: B036 -- every failure, SystemExit included, is reported
         world.mark("ended")
         reason, trace = f"raised {type(error).__name__}: {error}", traceback.format_exc()
-        _drain(output)
-        channel.send(("failed", reason, trace, world.REPORT))
+        # On a thread: with rank 0 frozen, a send waits behind the output (a thread of the rank's writes on) for good.
+        threading.Thread(target=_report, args=(output, channel, Failed(reason, trace, world.REPORT)),
+                         name="raympi-report", daemon=True).start()
         time.sleep(RANK0_SILENCE_LIMIT_S)
         # Rank 0 will not report it: this rank's own stderr (mpirun's, the Ray worker's log) does.
         print(MPIRankError(rank, socket.gethostname(), os.getpid(), reason, trace), file=sys.stderr, flush=True)
         os._exit(1)
     world.mark("ended")
-    _drain(output)
-    channel.send(("done", world.REPORT))
+    _report(output, channel, Done(world.REPORT))
     threading.Event().wait()
 
 
@@ -60,16 +61,18 @@ def import_entry(worker_entry: str):
 def _follow_rank0(channel: Channel, go: queue.Queue) -> None:
     """Hand rank 0's go (the env to run with) to the main thread; end this process at once when rank 0 says
     exit (a rank failed) or closes the channel (the world ended)."""
-    while (message := channel.receive()) is not None and message[0] == "go":
-        go.put(message[1])
+    while isinstance(message := channel.receive(), Go):
+        go.put(message.env)
     os._exit(0)
 
 
-def _drain(output) -> None:
+def _report(output, channel: Channel, end) -> None:
+    """Send `end` to rank 0 after all this rank wrote."""
     sys.stdout.flush()
     sys.stderr.flush()
     for forwarder in output:
         forwarder.drain()
+    channel.send(end)
 
 
 class OutputForwarder:
@@ -101,7 +104,7 @@ class OutputForwarder:
             self._send(pending)
 
     def _send(self, data: bytes) -> None:
-        self._channel.send(("output", self._name, data.decode(errors="replace")))
+        self._channel.send(Output(self._name, data.decode(errors="replace")))
 
     def drain(self) -> None:
         """Point `fd` back where it was (mpirun), closing the pipe, and wait until all written to it was sent."""

@@ -35,5 +35,4 @@ class MPIPlugin(RuntimeEnvPlugin):
                        logger: logging.Logger) -> None:
         config = MPIConfig.parse(runtime_env["mpi"])
         context.py_executable = shlex.join(mpirun_command(config, context.py_executable))
-        shown = context.py_executable.replace(config.launch_key, "<key>") if config.launch_key else context.py_executable
-        logger.info("mpi runtime env: worker starts as %s", shown)
+        logger.info("mpi runtime env: worker starts as %s", context.py_executable)

@@ -8,13 +8,20 @@ RuntimeEnvSetupError.
 """
 
 import asyncio
+import dataclasses
+import os
 import shlex
+import signal
 from typing import List, Optional, Set, Tuple
 
+from . import world_key
 from .channel import CONNECT_ERRORS, Channel
 from .command import mpirun_command
 from .config import MPIConfig
 from .flavours import FLAVOURS
+
+# How long a check may take (a Python start, the launcher's dry run) before it is stopped and the world refused.
+CHECK_TIMEOUT_S = 60.0
 
 # (interpreter (a py_executable value), flavour) pairs known to import raympi and run mpi4py on that flavour.
 _RUNNING: Set[Tuple[str, str]] = set()
@@ -30,10 +37,13 @@ async def problems(config: MPIConfig, python: str) -> List[str]:
 
 
 async def _launcher_refuses(config: MPIConfig, python: str) -> Optional[str]:
-    """The flavour's launcher checks the args (slots, flags) without starting a rank (see Flavour.dry_run)."""
+    """The flavour's launcher checks the args (slots, flags) (see Flavour.dry_run); one whose dry run starts ranks,
+    on rank 0's node only: there it starts no daemon elsewhere, whose failure would not be the args'."""
+    flavour = FLAVOURS[config.flavour]
+    if flavour.dry_run_starts_ranks:
+        config = dataclasses.replace(config, hosts=config.hosts[:1], launchers={}, world=None)
     code, _, stderr = await _run(mpirun_command(config, python, dry_run=True))
-    launcher = FLAVOURS[config.flavour].launcher
-    return f"{launcher} rejected runtime_env['mpi']['args'] = {config.args}:\n{stderr}" if code else None
+    return f"{flavour.launcher} rejected runtime_env['mpi']['args'] = {config.args}:\n{stderr}" if code else None
 
 
 async def _cannot_run(python: str, flavour: str) -> Optional[str]:
@@ -60,17 +70,24 @@ async def _launcher_unreachable(config: MPIConfig, host: str) -> Optional[str]:
     address = (ip, config.launchers[ip])
     try:
         launcher = await asyncio.get_running_loop().run_in_executor(
-            None, Channel.connect, address, bytes.fromhex(config.launch_key))
+            None, lambda: Channel.connect(address, world_key.fetch(config.world)))
     except CONNECT_ERRORS as error:
         return (f"the daemon launcher of host {ip} at {ip}:{address[1]} does not answer ({error}): take "
-                "runtime_env['mpi'] hosts, launchers and launch_key from raympi.placement(...) while its placement "
+                "runtime_env['mpi'] hosts, launchers and world from raympi.placement(...) while its placement "
                 "group exists")
     launcher.close()
     return None
 
 
 async def _run(argv: List[str]):
+    """The exit status, stdout and stderr of `argv`; one that takes longer than CHECK_TIMEOUT_S is killed, with all it
+    started, and fails (status -9) saying so."""
     process = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
-                                                   stderr=asyncio.subprocess.PIPE)
-    stdout, stderr = await process.communicate()
+                                                   stderr=asyncio.subprocess.PIPE, start_new_session=True)
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), CHECK_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        os.killpg(process.pid, signal.SIGKILL)
+        await process.wait()
+        return process.returncode, "", f"{shlex.join(argv)} did not end within {CHECK_TIMEOUT_S:.0f} s: stopped"
     return process.returncode, stdout.decode(errors="replace"), stderr.decode(errors="replace")

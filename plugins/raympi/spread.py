@@ -1,6 +1,6 @@
 """Spreading an MPI world over the nodes of a Ray placement group, and waiting for a call in such a world."""
 
-import hashlib
+import secrets
 import time
 from typing import TYPE_CHECKING, Dict, Optional
 
@@ -21,11 +21,13 @@ _NAMESPACE = "raympi"
 def placement(group: "PlacementGroup", ranks_per_bundle: int, runtime_env: Optional[dict] = None) -> Dict:
     """The `mpi` runtime env fields that put `ranks_per_bundle` ranks on the node of each bundle of the (ready)
     `group`: `hosts` ("ip:ranks", bundle 0's node first: schedule the task in bundle 0, it is rank 0) and, for a
-    world on several nodes, the daemon launchers that start its ranks on the other nodes (`launchers`, `launch_key`).
+    world on several nodes, the daemon launchers that start its ranks on the other nodes (`launchers`: their ports)
+    and the world's id (`world`).
 
     Those are raympi.daemon_launcher actors, one in the first bundle of each other node, holding that bundle's GPUs
-    (its ranks see them) and no CPU, with `runtime_env` (rank 0's, without `mpi`: what its ranks need there). They
-    end when the group is removed."""
+    (its ranks see them) and no CPU, with `runtime_env` (rank 0's, without `mpi`: what its ranks need there), and
+    on rank 0's node a raympi.world_key server. They end when the group is removed. The key that the launchers ask
+    for is handed to them and to the key server in calls, never in a runtime env."""
     import ray
 
     ips = node_addresses()
@@ -37,38 +39,47 @@ def placement(group: "PlacementGroup", ranks_per_bundle: int, runtime_env: Optio
     hosts = [f"{ip}:{n}" for ip, n in ranks.items()]
     if len(hosts) == 1:
         return {"hosts": hosts}
-    key = new_key()
-    others = list(first_bundle.items())[1:]
-    launchers = [_launcher(group, index, runtime_env, _launcher_name(key.hex(), ip)).remote(key, ip)
-                 for ip, index in others]
-    addresses = ray.get([launcher.address.remote() for launcher in launchers])
-    return {"hosts": hosts, "launchers": {ip: port for ip, port in addresses}, "launch_key": key.hex()}
+    key, world = new_key(), secrets.token_hex(16)
+    (_, rank0_bundle), *others = first_bundle.items()
+    launchers = [_launcher(group, index, runtime_env, _launcher_name(world, ip)).remote(ip) for ip, index in others]
+    addresses = ray.get([launcher.listen.remote(key) for launcher in launchers])
+    ray.get(_key_server(group, rank0_bundle).keep.remote(world, key))
+    return {"hosts": hosts, "launchers": {ip: port for ip, port in addresses}, "world": world}
 
 
 def get(ref: "ObjectRef", mpi: Dict, timeout: Optional[float] = None):
     """`ray.get(ref, timeout=timeout)` for a call in the world of `mpi` (a runtime_env["mpi"] with placement()'s
     fields). Where a daemon of that world fails on another node before its rank 0 runs, Ray would start the worker
-    again and again until its registration timeout: this cancels the call and raises MPIWorldStartError saying why."""
+    again and again until its registration timeout: this cancels the call and raises MPIWorldStartError saying why.
+    The daemon failures told are those since the last `get` in the same world returned: wait for its calls in turn."""
     import ray
     from ray.exceptions import RayActorError
 
     deadline = None if timeout is None else time.monotonic() + timeout
-    failures = [launcher.failure.remote() for launcher in _launchers(mpi)]
-    while failures:
-        ready, failures = ray.wait([ref, *failures], num_returns=1, timeout=_left(deadline))
-        if not ready or ready[0] == ref:
+    launchers = _launchers(mpi)
+    polls = [launcher.failure.remote() for launcher in launchers]
+    try:
+        failures = list(polls)
+        while failures:
+            ready, failures = ray.wait([ref, *failures], num_returns=1, timeout=_left(deadline))
+            if not ready or ready[0] == ref:
+                break
+            failures.remove(ref)
+            try:
+                why = ray.get(ready[0])
+            except RayActorError:  # its node lost (rank 0 reports that) or its group removed
+                continue
+            grace = DAEMON_FAILURE_GRACE_S if deadline is None else min(DAEMON_FAILURE_GRACE_S, _left(deadline))
+            if not ray.wait([ref], timeout=grace)[0]:
+                ray.cancel(ref)
+                raise MPIWorldStartError(f"the MPI world could not start: {why}")
             break
-        failures.remove(ref)
-        try:
-            why = ray.get(ready[0])
-        except RayActorError:  # its node lost (rank 0 reports that) or its group removed
-            continue
-        grace = DAEMON_FAILURE_GRACE_S if deadline is None else min(DAEMON_FAILURE_GRACE_S, _left(deadline))
-        if not ray.wait([ref], timeout=grace)[0]:
-            ray.cancel(ref)
-            raise MPIWorldStartError(f"the MPI world could not start: {why}")
-        break
-    return ray.get(ref, timeout=_left(deadline))
+        return ray.get(ref, timeout=_left(deadline))
+    finally:
+        for poll in polls:
+            ray.cancel(poll)
+        for launcher in launchers:
+            launcher.settle.remote()
 
 
 def _launchers(mpi: Dict) -> list:
@@ -79,7 +90,7 @@ def _launchers(mpi: Dict) -> list:
     found = []
     for ip in mpi.get("launchers", {}):
         try:
-            found.append(ray.get_actor(_launcher_name(mpi["launch_key"], ip), namespace=_NAMESPACE))
+            found.append(ray.get_actor(_launcher_name(mpi["world"], ip), namespace=_NAMESPACE))
         except ValueError:
             pass
     return found
@@ -89,24 +100,32 @@ def _left(deadline: Optional[float]) -> Optional[float]:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
-def _launcher_name(launch_key: str, ip: str) -> str:
-    """A launcher's actor name, which only its world's key gives (whose hash, not the key, is shown by Ray)."""
-    return f"launcher-{hashlib.sha256(launch_key.encode()).hexdigest()[:16]}-{ip}"
+def _launcher_name(world: str, ip: str) -> str:
+    return f"launcher-{world}-{ip}"
 
 
 def _launcher(group: "PlacementGroup", bundle: int, runtime_env: Optional[dict], name: str):
-    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
     from .daemon_launcher import DaemonLauncher
 
     env = {name: value for name, value in (runtime_env or {}).items() if name != "mpi"}
     # Ranks run at the niceness of their daemon, a child of this Ray worker: that of rank 0 (see RANK_ENV).
     env["env_vars"] = {**env.get("env_vars", {}), WORKER_NICENESS: "0"}
-    return DaemonLauncher.options(
-        name=name,
-        namespace=_NAMESPACE,
-        num_gpus=group.bundle_specs[bundle].get("GPU", 0),
-        lifetime="detached",  # kept without a handle: it ends with the group (or the job that owns the group)
-        scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=bundle),
-        runtime_env=env,
-    )
+    return DaemonLauncher.options(name=name, namespace=_NAMESPACE, num_gpus=group.bundle_specs[bundle].get("GPU", 0),
+                                  runtime_env=env, **_in_bundle(group, bundle))
+
+
+def _key_server(group: "PlacementGroup", bundle: int):
+    import ray
+
+    from .world_key import KeyServer
+
+    return ray.remote(num_cpus=0, max_restarts=0)(KeyServer).options(**_in_bundle(group, bundle)).remote()
+
+
+def _in_bundle(group: "PlacementGroup", bundle: int) -> dict:
+    """An actor's options that keep it in `bundle` of `group` without a handle, until the group is removed (or the
+    job that owns the group ends)."""
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    return {"lifetime": "detached",
+            "scheduling_strategy": PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=bundle)}

@@ -11,8 +11,9 @@ from concurrent.futures import Future
 from typing import Dict, List, Optional, Tuple
 
 from .channel import Channel, ChannelListener
-from .world import Tail
 from .errors import MPIRankError, MPIWorldError
+from .messages import Done, Exit, Failed, Go, Hello, Output, Report
+from .world import Tail
 
 PEER_CONNECT_TIMEOUT_S = 120.0
 INTERRUPT_CHECK_S = 0.2
@@ -27,7 +28,6 @@ class Supervisor:
         reserved; the started world must match it."""
         self.world_size = world_size
         self._node_ip, self._expected_hosts = node_ip, expected_hosts
-        self._listener = ChannelListener(host, key)
         self._peers: Dict[int, Channel] = {}
         self._peer_ips: Dict[int, str] = {}
         self._peer_processes: Dict[int, Tuple[str, int]] = {}  # rank: (host, pid)
@@ -38,7 +38,7 @@ class Supervisor:
         self._failure: Optional[MPIWorldError] = None
         self._closing = False
         self._changed = threading.Condition()
-        threading.Thread(target=self._accept, name="raympi-accept", daemon=True).start()
+        self._listener = ChannelListener(host, key, self._serve)
 
     @property
     def address(self) -> Tuple[str, int]:
@@ -64,7 +64,7 @@ class Supervisor:
             self._raise_if_failed()
             peers = [(peer, self._peer_ips[rank] == self._node_ip) for rank, peer in self._peers.items()]
         for peer, beside_rank0 in peers:
-            peer.send(("go", env if beside_rank0 else {}))
+            peer.send(Go(env if beside_rank0 else {}))
 
     def wait(self, body: Future, for_peers: bool) -> None:
         """Block until `body` is done (and, with `for_peers`, every peer finished) or a rank fails."""
@@ -142,49 +142,42 @@ class Supervisor:
             self._failure = error
             for peer in self._peers.values():
                 try:
-                    peer.send(("exit",))
+                    peer.send(Exit())
                 except OSError:
                     pass
         self._changed.notify_all()
 
-    def _accept(self):
-        for connection, peer_ip in self._listener.accept():
-            threading.Thread(target=self._serve, args=(connection, peer_ip), name="raympi-peer", daemon=True).start()
-
-    def _serve(self, connection, peer_ip: str):
-        channel = self._listener.authenticate(connection, peer_ip)
-        if channel is None:
-            return
+    def _serve(self, channel: Channel, peer_ip: str):
         hello = channel.receive()
-        if hello is None:
+        if not isinstance(hello, Hello):
+            channel.close()
             return
-        _, rank, host, pid = hello
+        rank, host, pid = hello
         with self._changed:
             self._peers[rank] = channel
             self._peer_ips[rank] = self._node_ip if ipaddress.ip_address(peer_ip).is_loopback else peer_ip
             self._peer_processes[rank] = (host, pid)
             if self._failure:
-                channel.send(("exit",))
+                channel.send(Exit())
             self._changed.notify_all()
         streams = {"stdout": sys.stdout, "stderr": sys.stderr}
         while (message := channel.receive()) is not None:
-            kind = message[0]
-            if kind == "output":
-                stream = streams[message[1]]
-                stream.write("".join(f"[rank {rank}] {line}\n" for line in message[2].splitlines()))
-                stream.flush()
-                if self._output is not None:
-                    self._output.setdefault(rank, Tail(self._output_limit)).add(message[2] + "\n")
-            elif kind == "report":
-                self._reports[rank] = message[1]
-            elif kind == "failed":
-                with self._changed:
-                    self._ends[rank] = (message[1], message[3])
-                    self._fail(MPIRankError(rank, host, pid, message[1], message[2]))
-            elif kind == "done":
-                with self._changed:
-                    self._ends[rank] = (FINISHED, message[1])
-                    self._changed.notify_all()
+            match message:
+                case Output(stream, text):
+                    streams[stream].write("".join(f"[rank {rank}] {line}\n" for line in text.splitlines()))
+                    streams[stream].flush()
+                    if self._output is not None:
+                        self._output.setdefault(rank, Tail(self._output_limit)).add(text + "\n")
+                case Report(report):
+                    self._reports[rank] = report
+                case Failed(reason, trace, report):
+                    with self._changed:
+                        self._ends[rank] = (reason, report)
+                        self._fail(MPIRankError(rank, host, pid, reason, trace))
+                case Done(report):
+                    with self._changed:
+                        self._ends[rank] = (FINISHED, report)
+                        self._changed.notify_all()
         with self._changed:
             if self._ends.get(rank, ("",))[0] != FINISHED and not self._closing:
                 lost = MPIRankError(rank, host, pid, "exited before it finished (killed, or os._exit)")

@@ -10,6 +10,8 @@ import sys
 import time
 from typing import Dict, List, Optional
 
+from .messages import Report
+
 # What this rank tells rank 0 of itself: {"marks": {name: wall-clock time}, name: fact, ...}; small and picklable.
 REPORT: Dict[str, object] = {}
 
@@ -22,7 +24,7 @@ def mark(name: str, at: Optional[float] = None) -> None:
 def share() -> None:
     """On a peer: send REPORT to rank 0 now, so that `view` has it should this rank never end by itself."""
     if to_rank0 is not None:
-        to_rank0.send(("report", REPORT))
+        to_rank0.send(Report(REPORT))
 
 
 def keep_output(limit: int) -> None:
