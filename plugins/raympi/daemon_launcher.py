@@ -100,8 +100,11 @@ class DaemonLauncher:
 
 def daemon_command(command: str) -> Tuple[Dict[str, str], List[str]]:
     """The environment and argv of mpirun's daemon command, as its launcher writes it for ssh: `<daemon> <args>`,
-    after `NAME=value;export NAME;` statements (PRRTE's). ValueError unless that is all it is, and the daemon one of
-    DAEMONS."""
+    after `NAME=value;export NAME;` statements (PRRTE's), all in PRRTE's wrapper for a user whose shell is sh or ksh.
+    ValueError unless that is all it is, and the daemon one of DAEMONS."""
+    command = command.strip()
+    if command.startswith(_SH_PROFILE) and command.endswith(")"):
+        command = command[len(_SH_PROFILE):-1]
     lexer = shlex.shlex(command, posix=True, punctuation_chars=";")
     lexer.whitespace_split = True
     statements, words = [], []
@@ -124,6 +127,10 @@ def daemon_command(command: str) -> Tuple[Dict[str, str], List[str]]:
     return env, argv
 
 
+# PRRTE's ssh launcher wraps the command so for a user whose shell (passwd's, else $SHELL) is sh or ksh, to source
+# ~/.profile as a non-interactive sh would not (plm_ssh_module.c, setup_shell). The daemon launcher runs the daemon in
+# its own environment, the Ray worker's: there is nothing to source.
+_SH_PROFILE = "( test ! -r ./.profile || . ./.profile;"
 _ASSIGNMENT = re.compile(r"[A-Za-z_]\w*=.*", re.DOTALL)
 _VARIABLE = re.compile(r"\$([A-Za-z_]\w*)")
 

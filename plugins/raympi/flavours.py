@@ -136,6 +136,7 @@ class MPICH(Flavour):
 
     name, package, library, launcher, daemon = "mpich", "mpich", "MPICH", "mpiexec", "hydra_pmi_proxy"
     shared_memory = "/dev/shm/mpich_shm_*"  # 2 MiB per node and world
+    dry_run_starts_ranks = True
     # Hydra's option names for the program it runs in place of ssh.
     bootstrap, bootstrap_exec = "-launcher", "-launcher-exec"
 
@@ -151,8 +152,6 @@ class MPICH(Flavour):
                         _find(LAUNCH_AGENT_SCRIPT, python, "Install flytekitplugins-raympi into that environment "
                                                            "(its console script)")]
         return options
-
-    dry_run_starts_ranks = True
 
     def dry_run(self, program: List[str]) -> List[str]:
         """Hydra has no dry run: it checks its arguments before it launches, then runs `true` in every rank."""
