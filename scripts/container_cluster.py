@@ -267,11 +267,15 @@ def _resolve(container: dict, pod: kuberay.Pod, ip: str) -> Dict[str, str]:
 
 
 def _mpi_left(pods: List[kuberay.Pod], within: float = 15) -> Dict[str, List[str]]:
-    """Each pod's MPI processes (command lines) once they are gone, or `within` seconds have passed."""
+    """Each pod's live MPI processes (command lines) once they are gone, or `within` seconds have passed. Not zombies:
+    a process whose parent ended before it is left to the pod's PID 1, `ray start` as KubeRay runs it, which reaps
+    none (as in a Kubernetes pod without an init), and keeps only its pid."""
     deadline = time.monotonic() + within
     while True:
-        left = {pod.name: [line for line in podman("top", pod.name, "args", check=False).stdout.splitlines()[1:]
-                           if any(word in line for word in MPI_PROCESSES)] for pod in pods}
+        left = {pod.name: [line.split(maxsplit=1)[1] for line in podman("top", pod.name, "state", "args",
+                                                                          check=False).stdout.splitlines()[1:]
+                           if not line.startswith("Z") and any(word in line for word in MPI_PROCESSES)]
+                for pod in pods}
         if not any(left.values()) or time.monotonic() > deadline:
             return left
         time.sleep(0.5)
