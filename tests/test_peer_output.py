@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from raympi.channel import ChannelListener, new_key
+from raympi.messages import Output
 
 MIB = 1 << 20
 WRITTEN_MIB = 50
@@ -22,7 +23,7 @@ chunk = (sys.argv[3].encode() * (1 << 20))[:1 << 20]
 for _ in range({written}):
     os.write(1, chunk)
 forwarder.drain()
-channel.send(("done",))
+channel.close()
 with open("/proc/self/status") as status:
     print(next(line for line in status if line.startswith("VmHWM")).split()[1])  # peak RSS, KiB
 """
@@ -31,22 +32,20 @@ with open("/proc/self/status") as status:
 @pytest.mark.parametrize("pattern", ["x", "progress 42%\r"], ids=["no line end", "carriage returns"])
 def test_output_without_newlines_arrives_whole_and_the_peer_stays_small(pattern):
     key = new_key()
-    listener = ChannelListener("127.0.0.1", key)
     received = {"bytes": 0, "largest": 0}
+    ended = threading.Event()
 
-    def rank0():
-        channel = listener.authenticate(*next(listener.accept()))
-        while (message := channel.receive()) is not None and message[0] == "output":
-            text = message[2].replace("\r", "")
-            received["bytes"] += len(text)
-            received["largest"] = max(received["largest"], len(message[2]))
+    def rank0(channel, _peer_ip):
+        while isinstance(message := channel.receive(), Output):
+            received["bytes"] += len(message.text.replace("\r", ""))
+            received["largest"] = max(received["largest"], len(message.text))
+        ended.set()
 
-    receiver = threading.Thread(target=rank0)
-    receiver.start()
+    listener = ChannelListener("127.0.0.1", key, rank0)
     try:
         peer = subprocess.run([sys.executable, "-c", PEER.format(written=WRITTEN_MIB), str(listener.address[1]),
                                key.hex(), pattern], capture_output=True, text=True, timeout=120)
-        receiver.join(timeout=60)
+        ended.wait(timeout=60)
     finally:
         listener.close()
     assert peer.returncode == 0, peer.stderr
