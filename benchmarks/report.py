@@ -77,13 +77,15 @@ def hygiene(samples: dict) -> str:
 
 
 def write(out: Path, sections: list[Section], about: dict, samples: dict) -> str:
-    """Write table.md, results.json and plot.png into `out`; return the Markdown."""
+    """Write table.md, results.json and (when a section plots) plot.png into `out`; return the Markdown."""
     out.mkdir(parents=True, exist_ok=True)
     text = markdown(sections, about, samples)
     (out / "table.md").write_text(text)
     raw = {"machine": about, "samples": {key: [asdict(s) for s in runs] for key, runs in samples.items()}}
     (out / "results.json").write_text(json.dumps(raw, indent=1))
     panels = [s for s in sections if s.plot]
+    if not panels:
+        return text
     figure = Figure(figsize=(6 * len(panels), 4.5))
     axes = figure.subplots(1, len(panels), squeeze=False)
     for section, ax in zip(panels, axes[0]):
