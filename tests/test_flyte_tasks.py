@@ -20,7 +20,7 @@ from flytekit.core.base_task import IgnoreOutputs
 from flytekit.core.type_engine import TypeEngine
 from flytekit.types.file import FlyteFile
 
-from conftest import recorded_pids, seconds_since_failure, wait_until_gone
+from conftest import alive, recorded_pids, seconds_since_failure, wait_until_gone
 from flytekitplugins.raympi import ActiveDeadlineExceeded, Launcher, RayMPIJob, RunPolicy, Worker
 from raympi import MPIRankError
 
@@ -272,12 +272,45 @@ def test_peer_output_is_in_the_task_log_with_rank_tags(capfd):
         return 0
 
     speak()
-    deadline, seen = time.monotonic() + 15, ""
-    while "[rank 1] speaking from rank 1" not in seen and time.monotonic() < deadline:
+    assert "[rank 1] speaking from rank 1" in logged_until(capfd, "[rank 1] speaking from rank 1")
+
+
+def logged_until(capfd, text: str, within: float = 15.0) -> str:
+    """What the task logged until `text` (Ray forwards its workers' output to the driver's as it comes)."""
+    deadline, seen = time.monotonic() + within, ""
+    while text not in seen and time.monotonic() < deadline:
         time.sleep(0.5)
         captured = capfd.readouterr()
         seen += captured.out + captured.err
-    assert "[rank 1] speaking from rank 1" in seen
+    return seen
+
+
+# A child that outlives its rank by this much: the end of a rank once waited up to 10 s per stream for the pipes
+# its children hold (20 s in all), so a rank ending within it ended only when its children did.
+CHILD_S = 18
+
+
+@task(task_config=world(slots=3))
+def ranks_with_children(pids: str) -> int:
+    from mpi4py import MPI
+
+    rank = MPI.COMM_WORLD.rank
+    child = subprocess.Popen(["sh", "-c", f"echo child of rank {rank} started; sleep {CHILD_S}"])  # our stdout
+    with open(pids, "a") as f:
+        f.write(f"{rank} {child.pid}\n")
+    MPI.COMM_WORLD.barrier()
+    return rank
+
+
+def test_a_rank_ends_without_waiting_for_its_childrens_output_which_still_reaches_the_log(tmp_path, capfd):
+    pids = tmp_path / "pids"
+    assert ranks_with_children(pids=str(pids)) == 0
+    children = {int(rank): int(pid) for rank, pid in map(str.split, pids.read_text().splitlines())}
+    peers_children = {children[1], children[2]}  # rank 0's, a Ray worker's, Ray ends with it
+    assert {p for p in peers_children if alive(p)} == peers_children, "the call returned before the children ended"
+    seen = logged_until(capfd, "[rank 2] child of rank 2 started")
+    assert "[rank 1] child of rank 1 started" in seen and "[rank 2] child of rank 2 started" in seen
+    assert wait_until_gone(children.values(), within=10) == set(), "the world's end ended the ranks' children"
 
 
 def test_pyflyte_run_of_the_flagship_example():

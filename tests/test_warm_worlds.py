@@ -160,3 +160,54 @@ def test_nothing_of_a_warm_world_survives_its_driver():
                    env={**os.environ, name: value})
     left = wait_until_gone(marked_processes(marker), within=30)
     assert left == set(), [command_line(p)[:200] for p in left]
+
+
+def test_a_driver_that_exits_right_after_a_call_leaves_no_shared_memory(tmp_path):
+    """Open MPI's shared memory (in /dev/shm unless btl_sm_backing_directory says otherwise; here the test's own
+    folder, which no other world uses) is removed when the world ends, the warm one started as the driver exits too."""
+    driver = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(TESTS_DIR)!r})
+        from test_warm_worlds import world_state
+        world_state(x=1)
+    """)
+    env = {**os.environ, "OMPI_MCA_btl_sm_backing_directory": str(tmp_path), "RAYMPI_TEST_RUN": uuid.uuid4().hex}
+    for _ in range(2):
+        subprocess.run([sys.executable, "-c", driver], check=True, timeout=300, capture_output=True, env=env)
+    assert wait_until_gone(marked_processes(f"RAYMPI_TEST_RUN={env['RAYMPI_TEST_RUN']}")) == set()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+class Unpicklable:
+    def __reduce__(self):
+        raise TypeError("this input cannot be pickled")
+
+
+def test_a_call_that_fails_before_it_runs_leaves_the_warm_world_to_the_next():
+    world_state(x=1)
+    idle = wait_for_warm_world(ranks=2)
+    lock = Unpicklable()
+
+    @task(task_config=RayMPIJob(worker=Worker(replicas=1), slots=2))
+    def holds_a_lock(x: int) -> int:  # the same world as world_state's
+        return x if lock else 0
+
+    with pytest.raises(TypeError, match="this input cannot be pickled") as failed:
+        holds_a_lock(x=1)
+    # Kept, as a notebook keeps the last error: its frames hold what the call had.
+    assert failed.value
+    ran = {int(row.split()[0]) for row in world_state(x=2)}
+    assert ran < idle, "the next call ran in the warm world"
+    assert wait_until_gone(idle) == set(), "which ended with it"
+
+
+def test_a_warm_world_that_lost_a_rank_while_idle_is_not_handed_out():
+    world_state(x=1)
+    idle = wait_for_warm_world(ranks=2)
+    rank0 = {pid for pid in idle if command_line(pid).startswith("ray::World")}
+    peer = idle - rank0 - set(procinfo.named(MPIRUN_NAMES))
+    os.kill(peer.pop(), 9)
+    rows = [row.split() for row in world_state(x=2)]
+    assert [row[2:4] for row in rows] == [["1", "4"]] * 2, "the call ran, in a world of its own"
+    assert not {int(row[0]) for row in rows} & idle
+    assert wait_until_gone(idle) == set(), "the broken world's processes"

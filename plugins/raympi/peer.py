@@ -4,6 +4,7 @@ Rank 0 ends the world. Open MPI aborts rank 0 when a peer exits with an error, w
 rank 0 sends its caller, so a peer reports, then exits with status 0 when rank 0 says so or closes the
 channel. Only when rank 0 stays silent (frozen) does a failed peer exit with an error of its own."""
 
+import contextlib
 import importlib
 import os
 import queue
@@ -12,6 +13,8 @@ import sys
 import threading
 import time
 import traceback
+
+import psutil
 
 from . import world
 from .channel import Channel
@@ -46,7 +49,7 @@ def run(rank: int, rank0_address: tuple, key: bytes, worker_entry: str) -> None:
         time.sleep(RANK0_SILENCE_LIMIT_S)
         # Rank 0 will not report it: this rank's own stderr (mpirun's, the Ray worker's log) does.
         print(MPIRankError(rank, socket.gethostname(), os.getpid(), reason, trace), file=sys.stderr, flush=True)
-        os._exit(1)
+        _exit(1)
     world.mark("ended")
     _report(output, channel, Done(world.REPORT))
     threading.Event().wait()
@@ -63,7 +66,15 @@ def _follow_rank0(channel: Channel, go: queue.Queue) -> None:
     exit (a rank failed) or closes the channel (the world ended)."""
     while isinstance(message := channel.receive(), Go):
         go.put(message.env)
-    os._exit(0)
+    _exit(0)
+
+
+def _exit(status: int) -> None:
+    """End this rank with the processes it started, as Ray ends a worker (rank 0) with its children."""
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    os._exit(status)
 
 
 def _report(output, channel: Channel, end) -> None:
@@ -76,30 +87,41 @@ def _report(output, channel: Channel, end) -> None:
 
 
 class OutputForwarder:
-    """Sends what this process writes to `fd` to rank 0, which prints it tagged with the rank."""
+    """Sends what this process writes to `fd` to rank 0, which prints it tagged with the rank; so do its children,
+    which inherit `fd`, for as long as this process lives."""
 
     def __init__(self, fd: int, name: str, channel: Channel):
         self._original = os.dup(fd)
         read_end, write_end = os.pipe()
         os.dup2(write_end, fd)
-        os.close(write_end)
+        self._write_end = write_end  # kept open: the children's writes outlive this process's own
         self._fd, self._name, self._channel = fd, name, channel
-        self._thread = threading.Thread(target=self._pump, args=(read_end,), name=f"raympi-{name}", daemon=True)
-        self._thread.start()
+        # Written once, atomically (below PIPE_BUF), after all this process wrote: when it is read, all of that was.
+        self._marker = b"\0raympi-drained-" + os.urandom(8).hex().encode() + b"\0"
+        self._drained = threading.Event()
+        threading.Thread(target=self._pump, args=(read_end,), name=f"raympi-{name}", daemon=True).start()
 
     def _pump(self, read_end: int) -> None:
         """Send every completed line (ended by a newline, or a carriage return as progress bars rewrite theirs)
-        at once, and a line that grows past LINE_LIMIT in pieces: what is held back stays bounded."""
+        at once, and a line that grows past LINE_LIMIT in pieces: what is held back stays bounded. At the marker,
+        send what came before it, line ended or not, and say the stream is drained."""
         pending = b""
         while data := os.read(read_end, 65536):
             pending += data
+            before, marker, after = pending.partition(self._marker)
+            if marker:
+                if before:
+                    self._send(before)
+                pending = after
+                self._drained.set()
             end = max(pending.rfind(b"\n"), pending.rfind(b"\r"))
             if end >= 0:
                 self._send(pending[:end])
                 pending = pending[end + 1:]
-            if len(pending) >= LINE_LIMIT:
-                self._send(pending)
-                pending = b""
+            if len(pending) >= LINE_LIMIT:  # keeps what may be the start of the marker
+                cut = len(pending) - len(self._marker)
+                self._send(pending[:cut])
+                pending = pending[cut:]
         if pending:
             self._send(pending)
 
@@ -107,6 +129,8 @@ class OutputForwarder:
         self._channel.send(Output(self._name, data.decode(errors="replace")))
 
     def drain(self) -> None:
-        """Point `fd` back where it was (mpirun), closing the pipe, and wait until all written to it was sent."""
+        """Point `fd` back where it was (mpirun) and wait until all this process wrote to it was sent (at most 10 s,
+        should rank 0 stop reading). What its children write is still sent, without waiting for them."""
         os.dup2(self._original, self._fd)
-        self._thread.join(timeout=10)
+        os.write(self._write_end, self._marker)
+        self._drained.wait(timeout=10)

@@ -67,15 +67,6 @@ def run(task, ctx: FlyteContext, inputs: LiteralMap) -> LiteralMap:
         ray_marks = {"called": called, "placement reserved": time.time()}  # for the "MPI world" deck
         runtime_env = _runtime_env(config, raympi.placement(reservation, ranks_per_bundle, config.runtime_env),
                                    embedded)
-        warm_up = embedded and resource == "CPU" and warm.enabled()
-        world = warm.take(runtime_env if warm_up else None)
-        rank0 = _RANK0.options(
-            name=f"{task.name} (MPI rank 0)",
-            num_cpus=ranks_per_bundle if resource == "CPU" else 0,
-            num_gpus=ranks_per_bundle if resource == "GPU" else 0,
-            runtime_env=runtime_env,
-            scheduling_strategy=PlacementGroupSchedulingStrategy(reservation, placement_group_bundle_index=0),
-        )
         assignment = Assignment(
             task=task,
             inputs=literals_to_bytes(inputs),
@@ -89,25 +80,31 @@ def run(task, ctx: FlyteContext, inputs: LiteralMap) -> LiteralMap:
             run_id=uuid.uuid4().hex,
         )
         args = (list(sys.path), cloudpickle.dumps(assignment), task.enable_deck)
-        try:
-            mpi = runtime_env["mpi"]
-            if world is None:
-                call = rank0.remote(*args)
-                outputs, files, decks, ranks = _result(call, mpi, task, stop=lambda: ray.cancel(call, force=True))
-            else:
-                outputs, files, decks, ranks = _result(world.run_whole_world.remote(*args), mpi, task,
-                                                       stop=lambda: ray.kill(world))
-        except raympi.MPIWorldStartError:
-            raise  # no rank ran: no working directory to remove
-        except Exception as error:
-            if getattr(error, "mpi_world", None):  # rank 0 ran a task with decks
-                params.decks.append(world_deck(error.mpi_world, ray_marks, _failure(error)))
-                _output_local_decks(task, ctx)
-            _remove_working_dirs(reservation, assignment.run_id)
-            raise
-        finally:
-            if world is not None:
-                ray.kill(world)  # its call is done, or failed: a world runs one call
+        mpi = runtime_env["mpi"]
+        warm_up = embedded and resource == "CPU" and warm.enabled()
+        with warm.taken(runtime_env if warm_up else None) as world:
+            try:
+                if world is None:
+                    call = _RANK0.options(
+                        name=f"{task.name} (MPI rank 0)",
+                        num_cpus=ranks_per_bundle if resource == "CPU" else 0,
+                        num_gpus=ranks_per_bundle if resource == "GPU" else 0,
+                        runtime_env=runtime_env,
+                        scheduling_strategy=PlacementGroupSchedulingStrategy(reservation,
+                                                                             placement_group_bundle_index=0),
+                    ).remote(*args)
+                    outputs, files, decks, ranks = _result(call, mpi, task, stop=lambda: ray.cancel(call, force=True))
+                else:
+                    outputs, files, decks, ranks = _result(world.run_whole_world.remote(*args), mpi, task,
+                                                           stop=lambda: ray.kill(world))
+            except raympi.MPIWorldStartError:
+                raise  # no rank ran: no working directory to remove
+            except Exception as error:
+                if getattr(error, "mpi_world", None):  # rank 0 ran a task with decks
+                    params.decks.append(world_deck(error.mpi_world, ray_marks, _failure(error)))
+                    _output_local_decks(task, ctx)
+                _remove_working_dirs(reservation, assignment.run_id)
+                raise
     finally:
         remove_placement_group(reservation)
     if warm_up:

@@ -129,6 +129,10 @@ class World:
     def run_whole_world(self, sys_path: List[str], payload: bytes, observed: bool) -> Rank0Result:
         return run_rank0(sys_path, payload, observed)
 
+    def launcher_pid(self) -> int:
+        """The pid of the world's launcher (mpirun), which ends it; raises, as any call does, once a rank is lost."""
+        return os.getppid()
+
 
 def _report_for_deck() -> None:
     """What this rank tells the "MPI world" deck of itself (see deck.py), as its task's body starts."""
