@@ -21,6 +21,7 @@ from flytekit.core.type_engine import TypeEngine
 from flytekit.types.file import FlyteFile
 
 from conftest import alive, recorded_pids, seconds_since_failure, wait_until_gone
+from flytekitplugins.raympi import launch
 from flytekitplugins.raympi import ActiveDeadlineExceeded, Launcher, RayMPIJob, RunPolicy, Worker
 from raympi import MPIRankError
 
@@ -392,6 +393,22 @@ def test_a_task_runs_on_the_ray_its_address_names_whatever_ray_ran_the_task_befo
     assert elsewhere() == other_ray
     assert f"leaving the embedded Ray for {other_ray} (the task's address)" in flytekit_log.text
     assert embedded() != other_ray, "a task without an address runs on an embedded Ray again"
+
+
+def test_a_ray_the_caller_connected_to_is_kept_whatever_spelling_of_its_address_the_task_uses(other_ray,
+                                                                                              flytekit_log):
+    port = other_ray.rsplit(":", 1)[1]
+    ray.shutdown()  # this module's embedded Ray, if an earlier test started it
+    ray.init(address=other_ray)
+    try:
+        the_callers = ray.put("the caller's object")
+        for address in (f"localhost:{port}", f"127.0.0.1:{port}", "auto"):
+            assert task(task_config=world(slots=2, address=address))(rank0_ray)() == other_ray
+            assert ray.get(the_callers) == "the caller's object", f"the caller's Ray was left for {address}"
+        assert "leaving" not in flytekit_log.text
+        assert not launch._names(f"localhost:{int(port) + 1}", other_ray), "another port is another Ray"
+    finally:
+        ray.shutdown()
 
 
 @pytest.mark.parametrize("field", ["requests", "limits"])

@@ -2,15 +2,18 @@
 slots, run rank 0 inside an MPI world started by the `mpi` runtime env (or a warm one, see warm.py), and bring back
 its outputs."""
 
+import ipaddress
 import logging
 import os
+import socket
 import sys
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional, Set, Tuple
 
 import cloudpickle
+import psutil
 import ray
 from flytekit import Deck, logger
 from flytekit.core.context_manager import ExecutionParameters, FlyteContext
@@ -228,9 +231,11 @@ def _leaving(current: Optional[_Ray], task_address: Optional[str], address: Opti
     named = "the task's address" if task_address else "RAY_ADDRESS"
     if current is None:
         here = ray.get_runtime_context().gcs_address
-        return None if task_address in (None, here) else f"leaving the Ray at {here} for {task_address} ({named})"
+        if task_address is None or _names(task_address, here):
+            return None
+        return f"leaving the Ray at {here} for {task_address} ({named})"
     if current.address is not None:
-        if address == current.address:
+        if address and _names(address, current.gcs_address):
             return None
         target, why = (address, named) if address else ("an embedded Ray", "no address given")
         return f"leaving the Ray at {current.address} for {target} ({why})"
@@ -242,6 +247,29 @@ def _leaving(current: Optional[_Ray], task_address: Optional[str], address: Opti
         return None
     return (f"restarting the embedded Ray: the task needs {' and '.join(lacking)}, it has {current.cpus} CPUs "
             f"and {current.gpus} GPUs")
+
+
+def _names(address: str, gcs_address: str) -> bool:
+    """Whether `address`, as ray.init takes it, names the Ray whose GCS is at `gcs_address`: "auto" names the Ray
+    connected to; host:port that GCS, the host by name or IP (a loopback one for any of this machine's); a Ray
+    Client address (ray://host:port, the port its server's) that GCS's host."""
+    if address == "auto":
+        return True
+    client = address.startswith("ray://")
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    gcs_host, _, gcs_port = gcs_address.rpartition(":")
+    return (client or port == gcs_port) and bool(_ips(host) & _ips(gcs_host))
+
+
+def _ips(host: str) -> Set[str]:
+    """The IPs `host` resolves to; for a loopback one, every IP of this machine too."""
+    try:
+        ips = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return {host}
+    if any(ipaddress.ip_address(ip).is_loopback for ip in ips):
+        ips |= {a.address for addrs in psutil.net_if_addrs().values() for a in addrs if a.family == socket.AF_INET}
+    return ips
 
 
 def _code_env() -> Optional[dict]:
