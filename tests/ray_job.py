@@ -2,7 +2,6 @@
 args, with the templates filled in, joined by spaces, as the entrypoint of a Ray job on a cluster."""
 
 import time
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Dict, NamedTuple, Optional, Union
 
@@ -12,7 +11,6 @@ from flytekit.configuration import ImageConfig, SerializationSettings
 from flytekit.core.type_engine import TypeEngine
 from flytekit.core.utils import load_proto_from_file, write_proto_to_file
 from flytekit.models.literals import LiteralMap
-from flytekit.tools.translator import get_serializable
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 SETTINGS = SerializationSettings(image_config=ImageConfig.auto(img_name="raympi:test"))
@@ -20,7 +18,7 @@ SETTINGS = SerializationSettings(image_config=ImageConfig.auto(img_name="raympi:
 
 def entrypoint(task, data_dir: Path) -> str:
     """The RayJob entrypoint for `task` with its inputs at data_dir/inputs.pb, outputs under data_dir."""
-    container = get_serializable(OrderedDict(), SETTINGS, task).template.container
+    container = task.get_container(SETTINGS)  # as get_serializable takes it; a map task's too
     filled = {
         "{{.input}}": str(data_dir / "inputs.pb"),
         "{{.outputPrefix}}": str(data_dir / "outputs"),
@@ -28,14 +26,17 @@ def entrypoint(task, data_dir: Path) -> str:
         "{{.checkpointOutputPrefix}}": str(data_dir / "checkpoint"),
         "{{.prevCheckpointPrefix}}": str(data_dir / "prev-checkpoint"),
     }
-    return " ".join(filled.get(arg, arg) for arg in container.args)
+    # An empty argument (a map task's bound `vars`) quoted: flyteplugins' ray.go (v1.16.8, constructRayJob).
+    return " ".join(filled.get(arg, arg) or "''" for arg in container.args)
 
 
 def run_task(dashboard_url: str, task, inputs: Union[Dict[str, Any], LiteralMap], data_dir: Path,
-             working_dir: Path, timeout: float = 240, headers: Optional[dict] = None) -> "Finished":
+             working_dir: Path, timeout: float = 240, headers: Optional[dict] = None,
+             env_vars: Optional[Dict[str, str]] = None, output_types: Optional[dict] = None) -> "Finished":
     """Submit `task` with `inputs` (Python values, or literals such as an upstream task's outputs) as a
-    Ray job; its outputs (as literals and as Python values) and its log, or JobFailed. `headers`
-    authenticate the client (a cluster with token authentication)."""
+    Ray job; its outputs (as literals and as Python values, of `output_types` if given, else the task's) and its
+    log, or JobFailed. `headers` authenticate the client (a cluster with token authentication); `env_vars` are
+    the driver's, as the backend sets them in the pods' env (a map task's element index)."""
     ctx = FlyteContextManager.current_context()
     types = task.python_interface.inputs
     literals = inputs if isinstance(inputs, LiteralMap) else TypeEngine.dict_to_literal_map(
@@ -43,7 +44,8 @@ def run_task(dashboard_url: str, task, inputs: Union[Dict[str, Any], LiteralMap]
     data_dir.mkdir(parents=True, exist_ok=True)
     write_proto_to_file(literals.to_flyte_idl(), str(data_dir / "inputs.pb"))
     client = JobSubmissionClient(dashboard_url, headers=headers)
-    job = client.submit_job(entrypoint=entrypoint(task, data_dir), runtime_env={"working_dir": str(working_dir)})
+    job = client.submit_job(entrypoint=entrypoint(task, data_dir),
+                            runtime_env={"working_dir": str(working_dir), "env_vars": env_vars or {}})
     status = _wait(client, job, timeout)
     logs, written = client.get_job_logs(job), data_dir / "outputs"
     if (written / "error.pb").exists():
@@ -51,7 +53,8 @@ def run_task(dashboard_url: str, task, inputs: Union[Dict[str, Any], LiteralMap]
     if status != JobStatus.SUCCEEDED or not (written / "outputs.pb").exists():
         raise JobFailed(f"job {status}, outputs: {sorted(p.name for p in written.glob('*'))}", logs)
     outputs = LiteralMap.from_flyte_idl(load_proto_from_file(literals_pb2.LiteralMap, str(written / "outputs.pb")))
-    return Finished(outputs, TypeEngine.literal_map_to_kwargs(ctx, outputs, task.python_interface.outputs), logs)
+    types = output_types or task.python_interface.outputs
+    return Finished(outputs, TypeEngine.literal_map_to_kwargs(ctx, outputs, types), logs)
 
 
 def wait_until_accepting(dashboard_url: str, timeout: float = 120, headers: Optional[dict] = None) -> None:

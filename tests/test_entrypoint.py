@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from flytekit import map_task
 from flytekit.models.literals import LiteralMap
 
 from conftest import TESTS_DIR, command_line, marked_processes, wait_until_gone
@@ -95,4 +96,16 @@ def test_a_failing_rank_fails_the_job_with_its_error(cluster, tmp_path):
     assert "MPI rank 1" in caught.value.message
     assert "RuntimeError: rank 1 failed on purpose" in caught.value.message
     assert "in report_world" in caught.value.message, "the peer's traceback"
+    assert wait_until_gone(cluster.mpi_processes()) == set()
+
+
+def test_a_map_tasks_element_runs_as_a_world_in_its_job(cluster, tmp_path):
+    """The backend runs each element of an ArrayNode of a `ray` task as a RayJob of its own, with the element's
+    index in its pods' env (flytepropeller v1.16.8, array/execution_context.go, newArrayExecutionContext:
+    BATCH_JOB_ARRAY_INDEX_VAR_NAME=FLYTE_K8S_ARRAY_INDEX; ray.go keeps the pod env), its entrypoint
+    `pyflyte-map-execute` with all the inputs."""
+    index = {"BATCH_JOB_ARRAY_INDEX_VAR_NAME": "FLYTE_K8S_ARRAY_INDEX", "FLYTE_K8S_ARRAY_INDEX": "1"}
+    finished = run_task(cluster.dashboard_url, map_task(mpi_jobs.sum_of_ranks), {"x": [5, 6, 7]}, tmp_path,
+                        JOB_CODE, env_vars=index, output_types=mpi_jobs.sum_of_ranks.python_interface.outputs)
+    assert finished.outputs["o0"].split()[:2] == ["6", "13"], "element 1: x = 6 on 2 ranks (6 + 7)"
     assert wait_until_gone(cluster.mpi_processes()) == set()

@@ -14,7 +14,7 @@ from typing import Dict, List, Set, Tuple
 import pandas as pd
 import pytest
 import ray
-from flytekit import Deck, Resources, current_context, task, workflow
+from flytekit import Deck, Resources, current_context, map_task, task, workflow
 from flytekit.bin.entrypoint import setup_execution
 from flytekit.core.base_task import IgnoreOutputs
 from flytekit.core.type_engine import TypeEngine
@@ -284,6 +284,20 @@ def logged_until(capfd, text: str, within: float = 15.0) -> str:
         captured = capfd.readouterr()
         seen += captured.out + captured.err
     return seen
+
+
+@task(task_config=world(slots=2))
+def world_of(x: int) -> str:
+    from mpi4py import MPI
+
+    return f"{x} {MPI.COMM_WORLD.allreduce(1)} {os.getpid()}"
+
+
+def test_each_element_of_a_map_task_runs_as_a_world_of_its_own():
+    rows = [row.split() for row in map_task(world_of)(x=[1, 2, 3])]
+    assert [row[:2] for row in rows] == [["1", "2"], ["2", "2"], ["3", "2"]], "each element: its input, 2 ranks"
+    assert len({row[2] for row in rows}) == 3 and str(os.getpid()) not in {row[2] for row in rows}, \
+        "each in a world of its own, none in the driver"
 
 
 # A child that outlives its rank by this much: the end of a rank once waited up to 10 s per stream for the pipes

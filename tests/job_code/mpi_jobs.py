@@ -43,6 +43,14 @@ def one_node(x: int, fail_on_rank: int) -> (List[str], FlyteFile):
     return report_world(x, fail_on_rank)
 
 
+@task(task_config=RayMPIJob(worker=Worker(replicas=1), slots=2))
+def sum_of_ranks(x: int) -> str:
+    """What a map task's element runs: "x the ranks' sum of x + rank, rank 0's pid"."""
+    from mpi4py import MPI
+
+    return f"{x} {MPI.COMM_WORLD.allreduce(x + MPI.COMM_WORLD.rank)} {os.getpid()}"
+
+
 @task(task_config=RayMPIJob(worker=Worker(replicas=2), slots=2, runtime_env={"env_vars": {"JOB_MARK": "two_nodes"}}))
 def two_nodes(x: int, fail_on_rank: int) -> (List[str], FlyteFile):
     return report_world(x, fail_on_rank)

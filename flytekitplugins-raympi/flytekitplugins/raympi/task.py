@@ -4,9 +4,11 @@ from typing import Any, Callable, Dict
 
 from flytekit import PythonFunctionTask
 from flytekit.configuration import SerializationSettings
-from flytekit.core.context_manager import FlyteContext
+from flytekit.core.context_manager import FlyteContext, FlyteContextManager
+from flytekit.core.type_engine import TypeEngine
 from flytekit.extend import TaskPlugins
 from flytekit.models.literals import LiteralMap
+from raympi import init
 
 from .config import RayMPIJob
 from .spec import ray_job_custom
@@ -26,6 +28,16 @@ class RayMPIFunctionTask(PythonFunctionTask[RayMPIJob]):
         from . import launch  # imports Ray: flytekit imports this module on every rank, which need none
 
         return launch.run(self, ctx, input_literal_map)
+
+    def execute(self, **kwargs) -> Any:
+        """The body, on a rank of the world. Called outside one (each element of a `map_task`: flytekit's
+        ArrayNodeMapTask calls `execute`, locally and in the job it runs on a cluster), a world for these inputs."""
+        if init.IN_WORLD:
+            return super().execute(**kwargs)
+        ctx = FlyteContextManager.current_context()
+        outputs = self.dispatch_execute(ctx, TypeEngine.dict_to_literal_map(ctx, kwargs, self.python_interface.inputs))
+        values = TypeEngine.literal_map_to_kwargs(ctx, outputs, self.python_interface.outputs)
+        return values.popitem()[1] if len(values) == 1 else tuple(values.values()) or None
 
 
 TaskPlugins.register_pythontask_plugin(RayMPIJob, RayMPIFunctionTask)
