@@ -20,12 +20,13 @@ resources, and before v1.14.0 the Ray IDL had no k8s_pod (the README says what t
 import functools
 import re
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Optional
 
 from flyteidl.core.tasks_pb2 import Resources as IdlResources
 from flyteidl.plugins.ray_pb2 import RayJob
 from google.protobuf.json_format import MessageToDict, ParseDict
+
+from flytekitplugins.raympi.quantities import quantity
 
 # docker/sandbox-bundled/manifests/complete.yaml (and complete-connector.yaml), v1.16.8: 100-inline-config.yaml
 # task_resources.defaults (its limits are 0: no cap).
@@ -59,18 +60,6 @@ K8S_NAMES = {"CPU": "cpu", "MEMORY": "memory", "GPU": "nvidia.com/gpu", "EPHEMER
 
 
 # --- Kubernetes quantities and admission --------------------------------------------------------------------
-
-_SUFFIXES = {"n": Fraction(1, 10**9), "u": Fraction(1, 10**6), "m": Fraction(1, 1000), "": 1, "k": 10**3, "M": 10**6,
-             "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
-             "Pi": 2**50, "Ei": 2**60}
-
-
-def quantity(text: str) -> Fraction:
-    """A Kubernetes quantity (apimachinery resource.ParseQuantity) as an exact number; KeyError if malformed."""
-    number, suffix = re.fullmatch(r"([+-]?(?:\d+\.?\d*|\.\d+))(.*)", text).groups()
-    if re.fullmatch(r"[eE][+-]?\d+", suffix):
-        return Fraction(number) * Fraction(10) ** int(suffix[1:])
-    return Fraction(number) * _SUFFIXES[suffix]
 
 
 def overcommit_allowed(name: str) -> bool:

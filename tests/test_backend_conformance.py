@@ -95,7 +95,7 @@ def test_quantities_compare_as_kubernetes_does():
     assert quantity("1G") < quantity("1Gi")
     assert quantity("0.5") == quantity("500m") and quantity("1e3") == quantity("1k")
     assert quantity("1.5Gi") == quantity("1536Mi")
-    with pytest.raises(KeyError):
+    with pytest.raises(ValueError):
         quantity("2 cores")
 
 

@@ -192,6 +192,12 @@ def test_every_size_parses_back_as_a_ray_job(workers, slots, gpu):
          "shutdown_after_job_finishes=False contradicts run_policy.clean_pod_policy=ALL", "give one of them"),
         (lambda: RayMPIJob(shutdown_after_job_finishes=1), "shutdown_after_job_finishes", "valid boolean"),
         (lambda: RayMPIJob(flavour="intel"), "flavour", "'openmpi', 'mpich' or 'impi'"),
+        (lambda: RayMPIJob(worker=Worker(requests=Resources(cpu="4", mem="8Gi"), limits=Resources(cpu="2", mem="8Gi"))),
+         "worker.requests.cpu='4' is above worker.limits.cpu='2'", "raise the limit or lower the request"),
+        (lambda: RayMPIJob(launcher=Launcher(requests=Resources(mem="8Gi"), limits=Resources(mem="1Gi"))),
+         "launcher.requests.mem='8Gi' is above launcher.limits.mem='1Gi'", "Kubernetes refuses such a pod"),
+        (lambda: Worker(requests=Resources(cpu="four")), "worker.requests.cpu='four'", "not a Kubernetes quantity"),
+        (lambda: Launcher(limits=Resources(mem="2 GB")), "launcher.limits.mem='2 GB'", "such as 2, 500m, 1.5, 4Gi"),
     ],
 )
 def test_bad_config_fails_at_decoration_naming_the_field(make, field, allowed):

@@ -203,7 +203,8 @@ def test_more_nodes_than_the_cluster_has_fail_within_the_placement_timeout(clust
     """, cwd=JOB_CODE)
     _, err = driver.communicate(timeout=300)
     assert driver.returncode != 0
-    assert "could not reserve 3 worker(s) x 2 slots within placement_timeout_seconds=20" in " ".join(err.split())
+    assert ("could not reserve 3 worker(s) x 2 slots within placement_timeout_seconds=20; each of the 3 workers "
+            "needs a Ray node of its own with 2 CPUs, and the cluster has 2") in " ".join(err.split())
 
 
 def test_two_jobs_at_once_both_finish(cluster, shared_dir):

@@ -15,6 +15,8 @@ from pydantic.dataclasses import dataclass
 
 from raympi.flavours import FLAVOURS
 
+from .quantities import quantity
+
 _STRICT = ConfigDict(arbitrary_types_allowed=True, extra="forbid", strict=True)
 
 
@@ -28,9 +30,9 @@ def _no_command(command):
 NoCommand = Annotated[Optional[List[str]], AfterValidator(_no_command)]
 
 
-def _single_values(group: str):
-    """A check that `group`'s requests or limits give one value per resource: flytekit's Resources also takes a
-    (request, limit) pair, meant for `@task(resources=...)`."""
+def _single_quantities(group: str):
+    """A check that `group`'s requests or limits give one Kubernetes quantity per resource: flytekit's Resources
+    also takes a (request, limit) pair, meant for `@task(resources=...)`, and any text."""
     def check(resources: Optional[Resources], info: ValidationInfo) -> Optional[Resources]:
         for field in fields(Resources):
             value = getattr(resources, field.name, None)
@@ -39,12 +41,17 @@ def _single_values(group: str):
                     f"{group}.{info.field_name}.{field.name}={value!r}: a (request, limit) pair is not supported "
                     f"here; give the request in requests=Resources({field.name}={value[0]!r}) and the limit in "
                     f"limits=Resources({field.name}={value[1]!r})")
+            if value is not None:
+                try:
+                    quantity(value)
+                except ValueError as error:
+                    raise ValueError(f"{group}.{info.field_name}.{field.name}={value!r}: {error}") from None
         return resources
     return check
 
 
-LauncherResources = Annotated[Optional[Resources], AfterValidator(_single_values("launcher"))]
-WorkerResources = Annotated[Optional[Resources], AfterValidator(_single_values("worker"))]
+LauncherResources = Annotated[Optional[Resources], AfterValidator(_single_quantities("launcher"))]
+WorkerResources = Annotated[Optional[Resources], AfterValidator(_single_quantities("worker"))]
 
 
 class RestartPolicy(Enum):
@@ -157,7 +164,7 @@ class RayMPIJob:
         if self.runtime_env and "mpi" in self.runtime_env:
             raise ValueError("runtime_env must not hold 'mpi': RayMPIJob sets it; pass mpirun arguments as mpirun_args")
         for name in ("launcher", "worker"):
-            _check_gpu_limit(name, getattr(self, name))
+            _check_limits(name, getattr(self, name))
         _check_cluster_lifetime(self)
         gpus = self.gpus_per_worker
         if gpus and gpus != self.slots:
@@ -203,11 +210,18 @@ class RayMPIJob:
         return None if policy is None else policy in _DELETES
 
 
-def _check_gpu_limit(name: str, group) -> None:
-    asked, capped = (r.gpu if r is not None else None for r in (group.requests, group.limits))
-    if asked is not None and capped is not None and int(asked) != int(capped):
-        raise ValueError(f"{name}.requests.gpu={asked} but {name}.limits.gpu={capped}: Kubernetes needs a GPU "
-                         "limit equal to its request; give the GPU count once, in requests or limits")
+def _check_limits(name: str, group) -> None:
+    """Each request at most its limit, a GPU's equal to it, as Kubernetes admits a pod (ValidateResourceRequirements)."""
+    for field in fields(Resources):
+        asked, capped = (getattr(r, field.name) if r is not None else None for r in (group.requests, group.limits))
+        if asked is None or capped is None:
+            continue
+        if field.name == "gpu" and quantity(asked) != quantity(capped):
+            raise ValueError(f"{name}.requests.gpu={asked} but {name}.limits.gpu={capped}: Kubernetes needs a GPU "
+                             "limit equal to its request; give the GPU count once, in requests or limits")
+        if quantity(asked) > quantity(capped):
+            raise ValueError(f"{name}.requests.{field.name}={asked!r} is above {name}.limits.{field.name}="
+                             f"{capped!r}: Kubernetes refuses such a pod; raise the limit or lower the request")
 
 
 def _check_cluster_lifetime(job: RayMPIJob) -> None:

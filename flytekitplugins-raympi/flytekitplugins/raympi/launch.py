@@ -66,7 +66,7 @@ def run(task, ctx: FlyteContext, inputs: LiteralMap) -> LiteralMap:
     reservation = placement_group([{resource: ranks_per_bundle}] * bundles, strategy="STRICT_SPREAD")
     params = ctx.user_space_params
     try:
-        _wait_for(reservation, config)
+        _wait_for(reservation, config, bundles, resource, ranks_per_bundle)
         ray_marks = {"called": called, "placement reserved": time.time()}  # for the "MPI world" deck
         runtime_env = _runtime_env(config, raympi.placement(reservation, ranks_per_bundle, config.runtime_env),
                                    embedded)
@@ -279,12 +279,18 @@ def _code_env() -> Optional[dict]:
     return {"working_dir": os.getcwd(), "excludes": ["fast*.tar.gz", "script_mode.tar.gz"]}
 
 
-def _wait_for(reservation, config: RayMPIJob) -> None:
+def _wait_for(reservation, config: RayMPIJob, bundles: int, resource: str, per_bundle: int) -> None:
+    nodes = sum(node["Alive"] and node["Resources"].get(resource, 0) >= per_bundle for node in ray.nodes())
+    spread = (f"; each of the {bundles} workers needs a Ray node of its own with {per_bundle} {resource}s, and the "
+              f"cluster has {nodes}" if bundles > nodes else "")
+    if spread:
+        logger.warning(f"RayMPIJob: waiting up to placement_timeout_seconds={config.placement_timeout_seconds} for "
+                       f"Ray to reserve the world's slots{spread} (an autoscaler may add nodes)")
     try:
         ray.get(reservation.ready(), timeout=config.placement_timeout_seconds)
     except GetTimeoutError:
         raise TimeoutError(
             f"Ray could not reserve {config.workers} worker(s) x {config.slots} slots within "
-            f"placement_timeout_seconds={config.placement_timeout_seconds}: the cluster has "
+            f"placement_timeout_seconds={config.placement_timeout_seconds}{spread}: the cluster has "
             f"{ray.cluster_resources()} in all"
         ) from None
