@@ -1,6 +1,8 @@
 """The "MPI world" deck of a RayMPIJob with enable_deck=True: written where flytekit writes decks, for a run that
 finished or failed, and seen in a real browser."""
 
+import base64
+import json
 import logging
 import os
 import re
@@ -8,13 +10,15 @@ import socket
 from pathlib import Path
 from typing import List
 
+import numpy as np
 import pytest
+import ray
 import raympi.world
 from flytekit import task
 
 from browser import render
 from decks import world_table
-from flytekitplugins.raympi import RayMPIJob, Worker
+from flytekitplugins.raympi import RayMPIJob, Worker, warm
 
 pytestmark = pytest.mark.usefixtures("embedded_ray")
 SHOW_DECK = ("[...document.querySelectorAll('#flyte-frame-tabs li')].find(li => li.textContent.trim() == 'MPI world')"
@@ -34,9 +38,10 @@ def flytekit_log(caplog):
 
 
 def deck_file(log, task_name: str) -> Path:
-    written = re.search(rf"{task_name} task creates flyte deck html to file://(\S+)", log.text)
+    """The deck the task's last call wrote."""
+    written = re.findall(rf"{task_name} task creates flyte deck html to file://(\S+)", log.text)
     assert written, f"no deck written for {task_name}: {log.text[-3000:]}"
-    return Path(written.group(1))
+    return max(map(Path, written), key=lambda path: path.stat().st_mtime)
 
 
 @task(task_config=RayMPIJob(worker=Worker(replicas=2), slots=2), enable_deck=True)
@@ -66,6 +71,33 @@ def test_a_4_rank_worlds_deck_shows_each_rank_where_it_ran_a_bar_each_and_its_ou
     for rank in range(4):
         assert f"rank {rank} says hello" in page.text
     assert "MPI world" in page.text and page.screenshot.stat().st_size > 10_000
+
+
+def timeline(html: str) -> List[dict]:
+    """The deck's timeline bars, as plotly draws them: {"phase", "row", "start", "ms"} each."""
+    figure = html.index("Plotly.newPlot(")
+    traces, _ = json.JSONDecoder().raw_decode(html, html.index("[", html.index(",", figure)))
+    return [{"phase": trace["name"], "row": row, "start": start, "ms": ms}
+            for trace in traces for row, start, ms in zip(trace["y"], trace["base"], _values(trace["x"]))]
+
+
+def _values(array) -> list:
+    """A plotly array: a list, or typed and base64-encoded ({"dtype", "bdata"})."""
+    if isinstance(array, dict):
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]).tolist()
+    return array
+
+
+def test_a_warm_calls_timeline_runs_forwards_and_says_the_world_was_warm(flytekit_log):
+    decked_world(fail_on=-1)
+    ray.get(warm._waiting.world.__ray_ready__.remote(), timeout=120)  # the warm world started after it is up
+    decked_world(fail_on=-1)
+    bars = timeline(deck_file(flytekit_log, "decked_world").read_text())
+    assert [b for b in bars if b["ms"] < 0] == [], "no bar runs backwards"
+    ray_phases = {b["phase"] for b in bars if b["row"] == "Ray (driver and rank 0)"}
+    assert ray_phases == {"reserving the placement", "handing the call to the warm world"}
+    waited = [b for b in bars if b["phase"] == "waiting for the call"]
+    assert len(waited) == 4, "every rank of the warm world waited for the call"
 
 
 def test_a_failed_worlds_deck_is_written_and_marks_the_rank_that_failed(flytekit_log):

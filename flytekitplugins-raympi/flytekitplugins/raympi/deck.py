@@ -15,9 +15,11 @@ DECK_NAME = "MPI world"
 # started", raympi marks "joined" (the world) and "ended" (the entry or the task's body).
 RANK_PHASES = (("starting", "started", "joined"), ("waiting for the call", "joined", "body started"),
                ("body", "body started", "ended"))
-# Ray's phases of the call, marked on the driver and by rank 0.
+# Ray's phases of the call, marked on the driver and by rank 0: a world started for the call, or a warm one (started
+# before the call, see warm.py) handed the call.
 RAY_PHASES = (("reserving the placement", "called", "placement reserved"),
-              ("starting the world", "placement reserved", "world started"))
+              ("starting the world", "placement reserved", "world started"),
+              ("handing the call to the warm world", "placement reserved", "warm world took the call"))
 
 
 class RankTimelineRenderer:
@@ -62,7 +64,12 @@ def _timeline(ranks: List[dict], driver_marks: Dict[str, float]) -> pd.DataFrame
     """A rank that did not mark its end (ended with a failed world) is drawn up to the last mark of any rank."""
     marks = {rank["rank"]: rank["report"].get("marks", {}) for rank in ranks}
     last = max((time for rank_marks in marks.values() for time in rank_marks.values()), default=None)
-    rows = _bars("Ray (driver and rank 0)", {**driver_marks, "world started": marks[0].get("joined")}, RAY_PHASES)
+    joined = marks[0].get("joined")
+    if joined is not None and joined < driver_marks["placement reserved"]:  # warm
+        ray_marks = {**driver_marks, "warm world took the call": marks[0].get("body started")}
+    else:
+        ray_marks = {**driver_marks, "world started": joined}
+    rows = _bars("Ray (driver and rank 0)", ray_marks, RAY_PHASES)
     for rank in ranks:
         phases = [(f"{name} (failed)" if rank["failed"] and name == "body" else name, start, end)
                   for name, start, end in RANK_PHASES]
