@@ -17,7 +17,6 @@ import psutil
 import ray
 from flytekit import Deck, logger
 from flytekit.core.context_manager import ExecutionParameters, FlyteContext
-from flytekit.deck.deck import _output_deck
 from flytekit.models.literals import LiteralMap
 from ray.exceptions import GetTimeoutError, RayTaskError
 from ray.util.placement_group import placement_group, remove_placement_group
@@ -30,6 +29,7 @@ from raympi.ray_internals import bundle_nodes, job_runtime_env
 from . import blobs, warm
 from .config import ActiveDeadlineExceeded, RayMPIJob
 from .deck import world_deck
+from .flytekit_internals import checkpoint_locations, output_deck
 from .ranks import PEER_ENTRY, Assignment, literals_from_bytes, literals_to_bytes, remove_working_dirs, run_rank0
 
 # A failed MPI world is not retried by Ray: Flyte's `retries` decide that.
@@ -124,7 +124,7 @@ def _output_local_decks(task, ctx: FlyteContext) -> None:
     """Write the task's decks in a local run, as flytekit's PythonTask does, and after a failure too (which flytekit's
     local runs do not; on a cluster its entrypoint writes the decks of a failed task as of any other)."""
     if task.enable_deck and ctx.execution_state.is_local_execution():
-        _output_deck(task.name.split(".")[-1], ctx.user_space_params)
+        output_deck(task.name.split(".")[-1], ctx.user_space_params)
 
 
 def _failure(error: Exception) -> Tuple[int, str]:
@@ -142,7 +142,7 @@ def _checkpoint(params: ExecutionParameters) -> Optional[Tuple[str, Optional[str
         checkpoint = params.checkpoint
     except NotImplementedError:
         return None
-    return checkpoint._checkpoint_dest, checkpoint._checkpoint_src
+    return checkpoint_locations(checkpoint)
 
 
 def _remove_working_dirs(reservation, run_id: str) -> None:

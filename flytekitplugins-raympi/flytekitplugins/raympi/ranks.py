@@ -27,6 +27,7 @@ from flytekit.models.literals import LiteralMap
 from raympi import world
 
 from . import blobs
+from .flytekit_internals import move_scratch, run_as_flytekit
 
 PEER_ENTRY = f"{__name__}.run_peer"
 WORKING_DIR_PREFIX = "raympi-rank-"
@@ -90,7 +91,7 @@ def run_rank0(sys_path: List[str], payload: bytes, observed: bool) -> Rank0Resul
         if observed:
             _report_for_deck()
         outputs = literals_to_bytes(
-            PythonFunctionTask.dispatch_execute(assignment.task, ctx, literals_from_bytes(assignment.inputs)))
+            run_as_flytekit(assignment.task, ctx, literals_from_bytes(assignment.inputs)))
         if observed:
             world.mark("ended")
         ranks = world.view(wait_for_peers=True) if observed else None
@@ -177,8 +178,7 @@ class RankCheckpoint(SyncCheckpoint):
 
     def __init__(self, destination: str, source: Optional[str], working_dir: str, rank: int):
         super().__init__(checkpoint_dest=destination, checkpoint_src=source)
-        self._td.cleanup()
-        self._td = tempfile.TemporaryDirectory(dir=working_dir, ignore_cleanup_errors=True)
+        move_scratch(self, working_dir)
         self._rank = rank
 
     def save(self, cp: Union[Path, str, io.BufferedReader]) -> None:

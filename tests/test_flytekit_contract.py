@@ -1,0 +1,91 @@
+"""The flytekit internals flytekitplugins.raympi depends on (flytekitplugins/raympi/flytekit_internals.py lists them,
+numbered), each checked against the installed flytekit, in seconds and without Ray. A failure names the internal
+that changed: run this first when trying another flytekit.
+
+    .venv/bin/python -m pytest tests/test_flytekit_contract.py -q
+"""
+
+import logging
+from pathlib import Path
+
+import flytekit
+from flytekit import Deck, PythonFunctionTask, map_task
+from flytekit.core.checkpointer import SyncCheckpoint
+from flytekit.core.context_manager import FlyteContextManager
+from flytekit.core.type_engine import TypeEngine
+
+from flytekitplugins.raympi import flytekit_internals
+
+INTERNALS = {
+    1: "flytekit.deck.deck._output_deck(task_name, new_user_params)",
+    2: "SyncCheckpoint._checkpoint_dest, _checkpoint_src and _td",
+    3: "PythonFunctionTask.dispatch_execute runs task.execute",
+    4: "ArrayNodeMapTask runs each element through the mapped task's execute",
+}
+
+
+def broken(number: int) -> str:
+    return (f"flytekit {flytekit.__version__} broke flytekitplugins.raympi's contract with flytekit internal "
+            f"#{number} {INTERNALS[number]} (flytekitplugins/raympi/flytekit_internals.py): ")
+
+
+def test_1_output_deck_writes_a_local_runs_decks_and_logs_where(caplog):
+    params = FlyteContextManager.current_context().user_space_params
+    params.decks.append(Deck("contract", "<p>the contract's deck</p>", auto_add_to_deck=False))
+    logger = logging.getLogger("flytekit")
+    logger.addHandler(caplog.handler)
+    caplog.set_level(logging.INFO, logger="flytekit")
+    try:
+        flytekit_internals.output_deck("contract_task", params)
+    finally:
+        logger.removeHandler(caplog.handler)
+    written = [line.split("file://")[1] for line in caplog.text.splitlines() if "contract_task" in line]
+    assert written and "the contract's deck" in Path(written[0]).read_text(), broken(1) + caplog.text
+
+
+def test_2_a_checkpoint_tells_its_locations_and_restores_through_its_scratch_directory(tmp_path):
+    previous = tmp_path / "previous"
+    previous.mkdir()
+    (previous / "state").write_text("epoch 3")
+    checkpoint = SyncCheckpoint(checkpoint_dest=str(tmp_path / "now"), checkpoint_src=str(previous))
+    assert flytekit_internals.checkpoint_locations(checkpoint) == (str(tmp_path / "now"), str(previous)), broken(2)
+    scratch = tmp_path / "rank"
+    scratch.mkdir()
+    flytekit_internals.move_scratch(checkpoint, str(scratch))
+    restored = checkpoint.restore()
+    assert restored is not None and scratch in restored.parents, broken(2) + f"restored to {restored}"
+    assert (restored / "state").read_text() == "epoch 3", broken(2)
+
+
+class Recorded(PythonFunctionTask):
+    """A task whose own dispatch_execute and execute say they ran."""
+
+    calls = []
+
+    def dispatch_execute(self, ctx, input_literal_map):
+        raise AssertionError("the task's own dispatch_execute ran")
+
+    def execute(self, **kwargs):
+        Recorded.calls.append(kwargs)
+        return super().execute(**kwargs)
+
+
+def double(x: int) -> int:
+    return 2 * x
+
+
+def test_3_dispatch_execute_unbound_runs_the_tasks_execute_and_makes_its_outputs():
+    recorded = Recorded(task_config=None, task_function=double)
+    ctx = FlyteContextManager.current_context()
+    inputs = TypeEngine.dict_to_literal_map(ctx, {"x": 21}, {"x": int})
+    Recorded.calls.clear()
+    outputs = flytekit_internals.run_as_flytekit(recorded, ctx, inputs)
+    assert Recorded.calls == [{"x": 21}], broken(3) + f"execute got {Recorded.calls}"
+    assert TypeEngine.literal_map_to_kwargs(ctx, outputs, {"o0": int}) == {"o0": 42}, broken(3)
+
+
+def test_4_a_map_task_runs_each_element_through_the_mapped_tasks_execute():
+    recorded = Recorded(task_config=None, task_function=double)
+    Recorded.calls.clear()
+    assert map_task(recorded)(x=[1, 2, 3]) == [2, 4, 6]
+    assert Recorded.calls == [{"x": 1}, {"x": 2}, {"x": 3}], broken(4) + f"execute got {Recorded.calls}"
