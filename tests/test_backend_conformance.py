@@ -12,22 +12,19 @@ from pathlib import Path
 import pytest
 import yaml
 from flyteidl.admin import task_pb2
-from flyteidl.core.tasks_pb2 import Resources as IdlResources
 from flytekit import Resources, task
 from flytekit.configuration import ImageConfig, SerializationSettings
 from flytekit.tools.translator import get_serializable
 from google.protobuf.json_format import MessageToDict
 
 from flytekitplugins.raympi import CleanPodPolicy, Launcher, RayMPIJob, RunPolicy, Worker
-from flytekitplugins.raympi.spec import LAUNCHER_MEMORY
-from scripts.flyte_backend import (HEAD_ENV, HEAD_PARAMETERS, K8S_NAMES, KEEPS_CLUSTERS, SANDBOX_TASK_DEFAULTS,
+from scripts.flyte_backend import (HEAD_ENV, HEAD_PARAMETERS, KEEPS_CLUSTERS, SANDBOX_TASK_DEFAULTS,
                                    STOCK, WORKER_ENV, WORKER_PARAMETERS, admission_errors, backend_ray_job, quantity,
                                    task_container)
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = SerializationSettings(image_config=ImageConfig.auto(img_name="ghcr.io/acme/raympi:0.1"))
 PLUGIN_ENV_NAMES = ["RAY_RUNTIME_ENV_PLUGINS", "RAY_worker_register_timeout_seconds"]
-RESOURCE_FIELDS = {"cpu": "cpu", "mem": "memory", "gpu": "nvidia.com/gpu", "ephemeral_storage": "ephemeral-storage"}
 
 
 # --- Real tasks -------------------------------------------------------------------------------------------------
@@ -42,45 +39,58 @@ def template_of(config: RayMPIJob, **task_kwargs):
     return get_serializable(OrderedDict(), SETTINGS, body).template.to_flyte_idl()
 
 
-def given(resources) -> dict:
-    return {k8s: str(getattr(resources, field)) for field, k8s in RESOURCE_FIELDS.items()
-            if resources is not None and getattr(resources, field) is not None}
-
-
+# Each case: the config, the task's own keyword arguments, and the pods' resources Kubernetes gets, by hand from the
+# README's rules ("request/limit"; the sandbox's task defaults are cpu 500m and memory 1Gi, a launcher's memory not
+# given is 2Gi, a CPU worker's CPU not given is its slots).
 MATRIX = {
-    "defaults": (lambda: RayMPIJob(), {}),
+    "defaults": (
+        lambda: RayMPIJob(), {},
+        {"launcher": "cpu 500m/500m, memory 2Gi/2Gi", "worker": "cpu 1/1, memory 1Gi/1Gi"}),
     "README: worker requests only": (
         lambda: RayMPIJob(launcher=Launcher(replicas=1),
-                          worker=Worker(replicas=1, requests=Resources(cpu="4", mem="4Gi")), slots=4), {}),
+                          worker=Worker(replicas=1, requests=Resources(cpu="4", mem="4Gi")), slots=4), {},
+        {"launcher": "cpu 500m/500m, memory 2Gi/2Gi", "worker": "cpu 4/4, memory 4Gi/4Gi"}),
     "worker limits only, below the platform default": (
-        lambda: RayMPIJob(worker=Worker(limits=Resources(cpu="250m", mem="512Mi"))), {}),
+        lambda: RayMPIJob(worker=Worker(limits=Resources(cpu="250m", mem="512Mi"))), {},
+        {"launcher": "cpu 500m/500m, memory 2Gi/2Gi", "worker": "cpu 250m/250m, memory 512Mi/512Mi"}),
     "cpu requested, memory limited": (
-        lambda: RayMPIJob(worker=Worker(requests=Resources(cpu="2"), limits=Resources(mem="4Gi")), slots=2), {}),
+        lambda: RayMPIJob(worker=Worker(requests=Resources(cpu="2"), limits=Resources(mem="4Gi")), slots=2), {},
+        {"launcher": "cpu 500m/500m, memory 2Gi/2Gi", "worker": "cpu 2/2, memory 4Gi/4Gi"}),
     "requests below limits, 1000Mi under 1Gi": (
         lambda: RayMPIJob(worker=Worker(requests=Resources(cpu="500m", mem="1000Mi"),
-                                        limits=Resources(cpu="1", mem="1Gi"))), {}),
-    "GPU requested only": (lambda: RayMPIJob(worker=Worker(replicas=2, requests=Resources(gpu="2")), slots=2), {}),
-    "GPU limited only": (lambda: RayMPIJob(worker=Worker(limits=Resources(cpu="3", gpu="1"))), {}),
+                                        limits=Resources(cpu="1", mem="1Gi"))), {},
+        {"launcher": "cpu 500m/500m, memory 2Gi/2Gi", "worker": "cpu 500m/1, memory 1000Mi/1Gi"}),
+    "GPU requested only": (
+        lambda: RayMPIJob(worker=Worker(replicas=2, requests=Resources(gpu="2")), slots=2), {},
+        {"launcher": "cpu 500m/500m, memory 2Gi/2Gi", "worker": "cpu 500m/500m, memory 1Gi/1Gi, nvidia.com/gpu 2/2"}),
+    "GPU limited only": (
+        lambda: RayMPIJob(worker=Worker(limits=Resources(cpu="3", gpu="1"))), {},
+        {"launcher": "cpu 500m/500m, memory 2Gi/2Gi", "worker": "cpu 3/3, memory 1Gi/1Gi, nvidia.com/gpu 1/1"}),
     "launcher requests only, images": (
         lambda: RayMPIJob(launcher=Launcher(image="ghcr.io/acme/head:1", requests=Resources(cpu="1", mem="2Gi")),
-                          worker=Worker(image="ghcr.io/acme/worker:1")), {}),
+                          worker=Worker(image="ghcr.io/acme/worker:1")), {},
+        {"launcher": "cpu 1/1, memory 2Gi/2Gi", "worker": "cpu 1/1, memory 1Gi/1Gi"}),
     "ephemeral storage requested": (
-        lambda: RayMPIJob(worker=Worker(requests=Resources(ephemeral_storage="10Gi"))), {}),
+        lambda: RayMPIJob(worker=Worker(requests=Resources(ephemeral_storage="10Gi"))), {},
+        {"launcher": "cpu 500m/500m, memory 2Gi/2Gi", "worker": "cpu 1/1, memory 1Gi/1Gi, ephemeral-storage 10Gi/10Gi"}),
     "MPIJob README: requests and limits": (
         lambda: RayMPIJob(launcher=Launcher(replicas=1),
                           worker=Worker(replicas=5, requests=Resources(cpu="2", mem="2Gi"),
-                                        limits=Resources(cpu="4", mem="2Gi")), slots=2), {}),
+                                        limits=Resources(cpu="4", mem="2Gi")), slots=2), {},
+        {"launcher": "cpu 500m/500m, memory 2Gi/2Gi", "worker": "cpu 2/4, memory 2Gi/2Gi"}),
     "task resources, none of the launcher's or worker's own": (
-        lambda: RayMPIJob(slots=2), {"requests": Resources(cpu="3", mem="3Gi")}),
+        lambda: RayMPIJob(slots=2), {"requests": Resources(cpu="3", mem="3Gi")},
+        {"launcher": "cpu 3/3, memory 3Gi/3Gi", "worker": "cpu 3/3, memory 3Gi/3Gi"}),
     "task resources and env under the worker's": (
         lambda: RayMPIJob(worker=Worker(requests=Resources(cpu="1"))),
-        {"requests": Resources(cpu="4", mem="8Gi"), "environment": {"APP_SETTING": "1"}}),
+        {"requests": Resources(cpu="4", mem="8Gi"), "environment": {"APP_SETTING": "1"}},
+        {"launcher": "cpu 4/4, memory 8Gi/8Gi", "worker": "cpu 1/1, memory 8Gi/8Gi"}),
 }
 
 
 @pytest.fixture(scope="module", params=list(MATRIX))
 def case(request):
-    make, task_kwargs = MATRIX[request.param]
+    make, task_kwargs, _ = MATRIX[request.param]
     config = make()
     template = template_of(config, **task_kwargs)
     return config, template, backend_ray_job(template)
@@ -105,19 +115,14 @@ def test_every_pod_is_admissible(case):
     assert [e for _, pod in pods(job) for c in pod["containers"] for e in admission_errors(c)] == []
 
 
-def test_each_pod_gets_the_resources_asked_and_the_task_default_for_the_rest(case):
-    config, template, job = case
-    base = task_container(template, SANDBOX_TASK_DEFAULTS)["resources"]
-    resources = template.container.resources
-    task_named = {K8S_NAMES[IdlResources.ResourceName.Name(e.name)] for e in [*resources.requests, *resources.limits]}
+@pytest.mark.parametrize("name", list(MATRIX))
+def test_each_pod_gets_the_resources_the_readme_says(name):
+    make, task_kwargs, expected = MATRIX[name]
+    job = backend_ray_job(template_of(make(), **task_kwargs))
     for group, pod in pods(job):
-        asked, capped = given(getattr(config, group).requests), given(getattr(config, group).limits)
-        if group == "launcher" and "memory" not in {*asked, *capped, *task_named}:
-            asked["memory"] = LAUNCHER_MEMORY
-        if group == "worker" and not config.gpus_per_worker and "cpu" not in {*asked, *capped, *task_named}:
-            asked["cpu"] = str(config.slots)
-        want = {"requests": {**base["requests"], **capped, **asked}, "limits": {**base["limits"], **asked, **capped}}
-        assert pod["containers"][0]["resources"] == want, group
+        resources = pod["containers"][0]["resources"]
+        got = ", ".join(f"{key} {resources['requests'][key]}/{resources['limits'][key]}" for key in resources["requests"])
+        assert resources["requests"].keys() == resources["limits"].keys() and got == expected[group], group
 
 
 def test_the_merged_containers_are_the_task_container_renamed_with_our_env_appended(case):

@@ -1,7 +1,6 @@
 """`mpi_init()`: what MPI code calls first, on any rank, as with Ray's former `ray.runtime_env.mpi_init`."""
 
-# True in every rank of an MPI world started by the `mpi` runtime env (set by raympi.runner).
-IN_WORLD = False
+from . import world
 
 
 def mpi_init() -> None:
@@ -11,7 +10,7 @@ def mpi_init() -> None:
     Peers are started with rank 0's accelerator visibility before their worker entry runs; this turns the
     silent case (Ray ignores an unregistered runtime env field) into a clear error.
     """
-    if not IN_WORLD:
+    if not world.joined():
         raise RuntimeError(
             "mpi_init() was called outside an MPI world: the 'mpi' runtime env was not applied. "
             "Start Ray with it registered (raympi.init_ray(), or "

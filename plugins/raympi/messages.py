@@ -19,7 +19,7 @@ class Output(NamedTuple):
 
 
 class Report(NamedTuple):
-    """What the peer tells of itself (raympi.world.REPORT), before it ends."""
+    """What the peer tells of itself (raympi.world.report()), before it ends."""
     report: dict
 
 

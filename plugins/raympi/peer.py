@@ -31,8 +31,8 @@ LINE_LIMIT = 64 * 1024
 def run(rank: int, rank0_address: tuple, key: bytes, worker_entry: str) -> None:
     channel = Channel.connect(rank0_address, key)
     channel.send(Hello(rank, socket.gethostname(), os.getpid()))
+    world.join(rank, channel)
     world.mark("joined")
-    world.to_rank0 = channel
     output = [OutputForwarder(fd, name, channel) for fd, name in ((1, "stdout"), (2, "stderr"))]
     go = queue.Queue()
     threading.Thread(target=_follow_rank0, args=(channel, go), name="raympi-control", daemon=True).start()
@@ -44,14 +44,14 @@ def run(rank: int, rank0_address: tuple, key: bytes, worker_entry: str) -> None:
         world.mark("ended")
         reason, trace = f"raised {type(error).__name__}: {error}", traceback.format_exc()
         # On a thread: with rank 0 frozen, a send waits behind the output (a thread of the rank's writes on) for good.
-        threading.Thread(target=_report, args=(output, channel, Failed(reason, trace, world.REPORT)),
+        threading.Thread(target=_report, args=(output, channel, Failed(reason, trace, world.report())),
                          name="raympi-report", daemon=True).start()
         time.sleep(RANK0_SILENCE_LIMIT_S)
         # Rank 0 will not report it: this rank's own stderr (mpirun's, the Ray worker's log) does.
         print(MPIRankError(rank, socket.gethostname(), os.getpid(), reason, trace), file=sys.stderr, flush=True)
         _exit(1)
     world.mark("ended")
-    _report(output, channel, Done(world.REPORT))
+    _report(output, channel, Done(world.report()))
     threading.Event().wait()
 
 

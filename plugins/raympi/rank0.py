@@ -18,8 +18,6 @@ from .supervisor import Supervisor
 # An actor method of this name runs as a task does: its call returns once every peer has finished its entry too (the
 # world has done its work; end the actor after it).
 WHOLE_WORLD_METHOD = "run_whole_world"
-# This process's world, once it runs as rank 0 (see raympi.world).
-SUPERVISOR: "Supervisor | None" = None
 
 
 class WorldGuard:
@@ -85,8 +83,6 @@ def _exit_when_gone(pid: int) -> None:
 
 def run_ray_worker(supervisor: Supervisor, ray_worker_argv: list) -> None:
     """Run Ray's default worker (`ray_worker_argv[0]`) in this process, with every call guarded."""
-    global SUPERVISOR
-    SUPERVISOR = supervisor
     ray_internals.guard_calls(WorldGuard(supervisor).guard)
     # Ray's own orphan check looks at the parent pid, which here is mpirun's: watch the raylet instead.
     threading.Thread(target=_exit_when_gone, args=(ray_internals.raylet_pid(),),

@@ -25,10 +25,7 @@ def main(argv) -> None:
         sys.exit(f"raympi.runner: {mismatch}")
     from mpi4py import MPI
 
-    from . import init
-
     MPI.Init_thread()
-    init.IN_WORLD = True
     comm = MPI.COMM_WORLD
     # Which loopback each rank reaches. Also a warm-up: mpi4py's first reduction of Python objects on a
     # communicator duplicates it while holding the GIL, until every rank has joined. In rank 0's body, a
@@ -36,7 +33,7 @@ def main(argv) -> None:
     networks = comm.allreduce([_network()])
     flavour.release_shared_memory()
     if comm.rank == 0:
-        from . import rank0
+        from . import rank0, world
         from .channel import new_key
         from .supervisor import Supervisor
 
@@ -45,6 +42,7 @@ def main(argv) -> None:
         supervisor = Supervisor(comm.size, host, node_ip, key, expected)
         # MPI carries the key: the channel trusts only who got it from this broadcast.
         comm.bcast((supervisor.address, key))
+        world.join(0, supervisor)
         rank0.run_ray_worker(supervisor, ray_worker_argv)
     else:
         from . import peer

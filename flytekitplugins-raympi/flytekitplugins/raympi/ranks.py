@@ -138,7 +138,7 @@ class World:
 def _report_for_deck() -> None:
     """What this rank tells the "MPI world" deck of itself (see deck.py), as its task's body starts."""
     world.mark("started", at=_process_start())
-    world.REPORT["accelerators"] = {name: value for name, value in os.environ.items() if name.endswith(ACCELERATOR_VARS)}
+    world.tell("accelerators", {name: value for name, value in os.environ.items() if name.endswith(ACCELERATOR_VARS)})
     world.mark("body started")
     world.share()
 

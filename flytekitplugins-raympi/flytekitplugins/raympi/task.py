@@ -8,7 +8,7 @@ from flytekit.core.context_manager import FlyteContext, FlyteContextManager
 from flytekit.core.type_engine import TypeEngine
 from flytekit.extend import TaskPlugins
 from flytekit.models.literals import LiteralMap
-from raympi import init
+from raympi import world
 
 from .config import RayMPIJob
 from .spec import ray_job_custom
@@ -32,7 +32,7 @@ class RayMPIFunctionTask(PythonFunctionTask[RayMPIJob]):
     def execute(self, **kwargs) -> Any:
         """The body, on a rank of the world. Called outside one (each element of a `map_task`: flytekit's
         ArrayNodeMapTask calls `execute`, locally and in the job it runs on a cluster), a world for these inputs."""
-        if init.IN_WORLD:
+        if world.joined():
             return super().execute(**kwargs)
         ctx = FlyteContextManager.current_context()
         outputs = self.dispatch_execute(ctx, TypeEngine.dict_to_literal_map(ctx, kwargs, self.python_interface.inputs))
