@@ -13,11 +13,20 @@ from typing import Dict, List, Optional, Tuple
 from .channel import Channel, ChannelListener
 from .errors import MPIRankError, MPIWorldError
 from .messages import Done, Exit, Failed, Go, Hello, Output, Report
-from .world import Tail
 
 PEER_CONNECT_TIMEOUT_S = 120.0
 INTERRUPT_CHECK_S = 0.2
 FINISHED = "finished"  # the state of a peer whose entry returned
+
+
+class Tail:
+    """The last `limit` characters of a text added to piece by piece."""
+
+    def __init__(self, limit: int):
+        self.limit, self.text = limit, ""
+
+    def add(self, text: str) -> None:
+        self.text = (self.text + text)[-self.limit:]
 
 
 class Supervisor:

@@ -13,27 +13,17 @@ import time
 from typing import TYPE_CHECKING, Dict, List, Optional, Union
 
 from .messages import Report
+from .supervisor import Supervisor, Tail
 
 if TYPE_CHECKING:
     from .channel import Channel
-    from .supervisor import Supervisor
-
-
-class Tail:
-    """The last `limit` characters of a text added to piece by piece."""
-
-    def __init__(self, limit: int):
-        self.limit, self.text = limit, ""
-
-    def add(self, text: str) -> None:
-        self.text = (self.text + text)[-self.limit:]
 
 
 class _Member:
     """This process's place in its world: its report ({"marks": {name: wall-clock time}, name: fact, ...}; small
     and picklable) and its link to the world (rank 0: the supervisor of its peers; a peer: its channel to rank 0)."""
 
-    def __init__(self, link: Union["Supervisor", "Channel"], rank: int):
+    def __init__(self, link: Union[Supervisor, "Channel"], rank: int):
         self.link, self.rank = link, rank
         self.report: Dict[str, object] = {}
         self.output: Optional[Tail] = None  # rank 0's, once kept
@@ -42,7 +32,7 @@ class _Member:
 _member: Optional[_Member] = None
 
 
-def join(rank: int, link: Union["Supervisor", "Channel"]) -> None:
+def join(rank: int, link: Union[Supervisor, "Channel"]) -> None:
     """Make this process rank `rank` of a world: rank 0 with its supervisor, a peer with its channel to rank 0."""
     global _member
     _member = _Member(link, rank)
