@@ -488,7 +488,7 @@ def test_a_retry_resumes_from_the_checkpoint_rank0_saved_before_it_was_preempted
     assert decks["progress"] == "rank 0 resumed at 2", "rank 0's deck is the task's"
 
 
-def test_rank0s_deck_is_written_in_a_local_run(flytekit_log):
+def test_a_local_runs_one_deck_file_holds_rank0s_decks_and_is_named_at_the_default_log_level(flytekit_log):
     @task(task_config=world(slots=2), enable_deck=True)
     def decked() -> int:
         from mpi4py import MPI
@@ -496,8 +496,8 @@ def test_rank0s_deck_is_written_in_a_local_run(flytekit_log):
         Deck("ranks", f"rank {MPI.COMM_WORLD.rank} of {MPI.COMM_WORLD.size}")
         return MPI.COMM_WORLD.rank
 
-    flytekit_log.set_level(logging.INFO, logger="flytekit")
     assert decked() == 0
-    written = re.search(r"decked task creates flyte deck html to file://(\S+)", flytekit_log.text)
-    assert written, flytekit_log.text[-3000:]
-    assert "rank 0 of 2" in Path(written.group(1)).read_text()
+    written = re.findall(r"decked: the task's decks \(the MPI world's among them\) are in file://(\S+)",
+                         flytekit_log.text)
+    assert len(written) == 1, flytekit_log.text[-3000:]
+    assert "rank 0 of 2" in Path(written[0]).read_text()

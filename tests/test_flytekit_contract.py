@@ -11,16 +11,17 @@ from pathlib import Path
 import flytekit
 from flytekit import Deck, PythonFunctionTask, map_task
 from flytekit.core.checkpointer import SyncCheckpoint
-from flytekit.core.context_manager import FlyteContextManager
+from flytekit.core.context_manager import ExecutionState, FlyteContextManager
 from flytekit.core.type_engine import TypeEngine
 
 from flytekitplugins.raympi import flytekit_internals
 
 INTERNALS = {
-    1: "flytekit.deck.deck._output_deck(task_name, new_user_params)",
+    1: "flytekit.deck.deck._get_deck(new_user_params, ignore_jupyter=True)",
     2: "SyncCheckpoint._checkpoint_dest, _checkpoint_src and _td",
     3: "PythonFunctionTask.dispatch_execute runs task.execute",
     4: "ArrayNodeMapTask runs each element through the mapped task's execute",
+    5: "PythonTask._write_decks looks up flytekit.deck.deck._output_deck when it runs",
 }
 
 
@@ -29,18 +30,13 @@ def broken(number: int) -> str:
             f"#{number} {INTERNALS[number]} (flytekitplugins/raympi/flytekit_internals.py): ")
 
 
-def test_1_output_deck_writes_a_local_runs_decks_and_logs_where(caplog):
+def test_1_a_runs_decks_are_written_as_one_page(tmp_path):
     params = FlyteContextManager.current_context().user_space_params
     params.decks.append(Deck("contract", "<p>the contract's deck</p>", auto_add_to_deck=False))
-    logger = logging.getLogger("flytekit")
-    logger.addHandler(caplog.handler)
-    caplog.set_level(logging.INFO, logger="flytekit")
-    try:
-        flytekit_internals.output_deck("contract_task", params)
-    finally:
-        logger.removeHandler(caplog.handler)
-    written = [line.split("file://")[1] for line in caplog.text.splitlines() if "contract_task" in line]
-    assert written and "the contract's deck" in Path(written[0]).read_text(), broken(1) + caplog.text
+    path = Path(flytekit_internals.write_deck(params, str(tmp_path)))
+    assert path == tmp_path / "deck.html", broken(1) + str(path)
+    page = path.read_text()
+    assert "<html" in page and "the contract's deck" in page, broken(1) + page[:500]
 
 
 def test_2_a_checkpoint_tells_its_locations_and_restores_through_its_scratch_directory(tmp_path):
@@ -89,3 +85,24 @@ def test_4_a_map_task_runs_each_element_through_the_mapped_tasks_execute():
     Recorded.calls.clear()
     assert map_task(recorded)(x=[1, 2, 3]) == [2, 4, 6]
     assert Recorded.calls == [{"x": 1}, {"x": 2}, {"x": 3}], broken(4) + f"execute got {Recorded.calls}"
+
+
+def test_5_rank0s_local_run_makes_its_decks_and_writes_no_deck_file(caplog):
+    """flytekit's own local run writes the deck file and says so at INFO; run_as_flytekit does neither."""
+    decked = PythonFunctionTask(task_config=None, task_function=double, enable_deck=True)
+    logger = logging.getLogger("flytekit")
+    logger.addHandler(caplog.handler)
+    caplog.set_level(logging.INFO, logger="flytekit")
+    try:
+        with FlyteContextManager.with_context(FlyteContextManager.current_context().with_execution_state(
+                FlyteContextManager.current_context().new_execution_state().with_params(
+                    mode=ExecutionState.Mode.LOCAL_TASK_EXECUTION))) as ctx:
+            inputs = TypeEngine.dict_to_literal_map(ctx, {"x": 21}, {"x": int})
+            flytekit_internals.run_as_flytekit(decked, ctx, inputs)
+            ours = caplog.text
+            PythonFunctionTask.dispatch_execute(decked, ctx, inputs)
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert "creates flyte deck html" in caplog.text, "flytekit's own run wrote no deck file: the test sees nothing"
+    assert "creates flyte deck html" not in ours, broken(5) + ours
+    assert {"Input", "Output"} <= {deck.name for deck in ctx.user_space_params.decks}, broken(5)

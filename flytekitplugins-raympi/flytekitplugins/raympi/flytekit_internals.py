@@ -2,9 +2,9 @@
 tests/test_flytekit_contract.py checks each against the installed flytekit and names the one that changed; no other
 module of the package spells one of these names.
 
- 1. `flytekit.deck.deck._output_deck(task_name, new_user_params)` writes the decks of a local run to a new local
-    `deck.html` and logs its path, as flytekit's PythonTask does after a local run. launch (the driver writes a local
-    run's decks, a failed run's too).
+ 1. `flytekit.deck.deck._get_deck(new_user_params, ignore_jupyter=True)` renders a run's decks as the page that
+    flytekit writes to `deck.html` (`DECK_FILE_NAME`). launch (the driver writes a local run's decks, a failed
+    run's too, and says where).
  2. `SyncCheckpoint`'s `_checkpoint_dest` and `_checkpoint_src` (this attempt's and the previous attempt's
     checkpoint locations, which flytekit's entrypoint gave it) and `_td`, the TemporaryDirectory that `restore()`
     and `save()` work in. launch (checkpoint_locations), ranks (RankCheckpoint: its scratch space in the rank's
@@ -14,9 +14,14 @@ module of the package spells one of these names.
     `dispatch_execute`, to run the task as flytekit would. ranks (run_rank0).
  4. `ArrayNodeMapTask` runs each element through the mapped task's `execute(**inputs)`, never its
     `dispatch_execute`: locally (`_raw_execute`) and in the job it runs on a cluster (`execute`). task (execute).
+ 5. `PythonTask._write_decks` looks up `flytekit.deck.deck._output_deck` when it runs, to write a local run's deck
+    file: rank 0 replaces it for its call (run_as_flytekit), the driver writing the run's one deck file (1).
 """
 
+import os
 import tempfile
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Optional, Tuple
 
 from flytekit import PythonFunctionTask
@@ -25,11 +30,13 @@ from flytekit.core.context_manager import ExecutionParameters, FlyteContext
 from flytekit.models.literals import LiteralMap
 
 
-def output_deck(task_name: str, params: ExecutionParameters) -> None:
-    """Write a local run's decks, as flytekit does. (1)"""
-    from flytekit.deck.deck import _output_deck
+def write_deck(params: ExecutionParameters, directory: str) -> str:
+    """Write a run's decks to `deck.html` in `directory`, as flytekit does after a local run; return its path. (1)"""
+    from flytekit.deck.deck import DECK_FILE_NAME, _get_deck
 
-    _output_deck(task_name, params)
+    path = os.path.join(directory, DECK_FILE_NAME)
+    Path(path).write_text(_get_deck(params, ignore_jupyter=True), encoding="utf-8")
+    return path
 
 
 def checkpoint_locations(checkpoint: SyncCheckpoint) -> Tuple[str, Optional[str]]:
@@ -44,5 +51,20 @@ def move_scratch(checkpoint: SyncCheckpoint, directory: str) -> None:
 
 
 def run_as_flytekit(task: PythonFunctionTask, ctx: FlyteContext, inputs: LiteralMap) -> LiteralMap:
-    """Run `task` as flytekit's PythonFunctionTask would, whatever its own dispatch_execute does. (3)"""
-    return PythonFunctionTask.dispatch_execute(task, ctx, inputs)
+    """Run `task` as flytekit's PythonFunctionTask would, whatever its own dispatch_execute does (3), its decks made
+    but no deck file written: the driver writes the run's (5)."""
+    with _no_deck_file():
+        return PythonFunctionTask.dispatch_execute(task, ctx, inputs)
+
+
+@contextmanager
+def _no_deck_file():
+    """While inside, flytekit writes no local deck file. (5)"""
+    from flytekit.deck import deck
+
+    output_deck = deck._output_deck
+    deck._output_deck = lambda task_name, new_user_params: None
+    try:
+        yield
+    finally:
+        deck._output_deck = output_deck

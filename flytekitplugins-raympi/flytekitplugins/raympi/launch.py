@@ -29,7 +29,7 @@ from raympi.ray_internals import bundle_nodes, job_runtime_env
 from . import blobs, warm
 from .config import ActiveDeadlineExceeded, RayMPIJob
 from .deck import world_deck
-from .flytekit_internals import checkpoint_locations, output_deck
+from .flytekit_internals import checkpoint_locations, write_deck
 from .ranks import PEER_ENTRY, Assignment, literals_from_bytes, literals_to_bytes, remove_working_dirs, run_rank0
 
 # A failed MPI world is not retried by Ray: Flyte's `retries` decide that.
@@ -122,9 +122,11 @@ def run(task, ctx: FlyteContext, inputs: LiteralMap) -> LiteralMap:
 
 def _output_local_decks(task, ctx: FlyteContext) -> None:
     """Write the task's decks in a local run, as flytekit's PythonTask does, and after a failure too (which flytekit's
-    local runs do not; on a cluster its entrypoint writes the decks of a failed task as of any other)."""
+    local runs do not; on a cluster its entrypoint writes the decks of a failed task as of any other), and say where
+    at the default log level (flytekit says it at INFO)."""
     if task.enable_deck and ctx.execution_state.is_local_execution():
-        output_deck(task.name.split(".")[-1], ctx.user_space_params)
+        path = write_deck(ctx.user_space_params, ctx.file_access.get_random_local_directory())
+        logger.warning(f"{task.name.split('.')[-1]}: the task's decks (the MPI world's among them) are in file://{path}")
 
 
 def _failure(error: Exception) -> Tuple[int, str]:
