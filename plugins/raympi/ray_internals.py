@@ -1,8 +1,9 @@
 """Every Ray internal that raympi and flytekitplugins.raympi depend on, in one place.
 
-They are why setup.cfg pins `ray[default]==2.60.0` exactly (RAY_VERSION). tests/test_ray_contract.py checks each
-one against the installed Ray in seconds, and its failures name the internal: run it first when trying another
-Ray. No other module of either package imports a private Ray module or spells one of these names.
+They are why setup.cfg allows only the Ray releases they were checked on (TESTED_RAY): tests/test_ray_contract.py
+checks each one against the installed Ray in seconds, and its failures name the internal; tests/test_ray_versions.py
+runs it on every minor release of the range (the venvs `make test` builds). Run it first when trying another Ray.
+No other module of either package imports a private Ray module or spells one of these names.
 
 Importing this module imports no Ray (MPI peers import raympi and need none): Ray's private modules are imported
 inside the functions below, or on first access to `RuntimeEnvPlugin` / `RuntimeEnvContext`.
@@ -59,8 +60,8 @@ if TYPE_CHECKING:
     from ray._private.runtime_env.context import RuntimeEnvContext  # noqa: F401
     from ray._private.runtime_env.plugin import RuntimeEnvPlugin  # noqa: F401
 
-# The Ray these internals were read from and checked against (setup.cfg pins it).
-RAY_VERSION = "2.60.0"
+# The oldest and newest minor Ray releases these internals were checked on (setup.cfg: ray[default]>=2.52,<2.61).
+TESTED_RAY = ((2, 52), (2, 60))
 
 RAY_METHOD_PREFIX = "__ray"  # 3
 RAYLET_PID_ENV = "RAY_RAYLET_PID"  # 5
@@ -76,6 +77,24 @@ _LAZY = {
     "RuntimeEnvPlugin": "ray._private.runtime_env.plugin",
     "RuntimeEnvContext": "ray._private.runtime_env.context",
 }
+
+
+def require_tested_ray() -> None:
+    """Raise, naming the tested range, when this Ray is outside it: a world on another Ray could fail anywhere, a
+    rank 0 that never registers (a hang) among the ways."""
+    import ray
+
+    version = ray.__version__
+    (oldest, newest), minor = TESTED_RAY, tuple(int(part) for part in version.split(".")[:2])
+    if not oldest <= minor <= newest:
+        raise RuntimeError(
+            f"raympi is tested with Ray {_release(oldest)} to {_release(newest)} "
+            f"(ray[default]>={_release(oldest)},<{_release((newest[0], newest[1] + 1))}), and this is Ray {version}: "
+            "install a Ray in that range (README, \"Supported Ray versions\")")
+
+
+def _release(minor: Tuple[int, int]) -> str:
+    return ".".join(map(str, minor))
 
 
 def __getattr__(name: str):

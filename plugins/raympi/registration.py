@@ -4,7 +4,7 @@ import json
 import os
 
 from .config import SCHEMA_PATH
-from .ray_internals import RUNTIME_ENV_PLUGIN_SCHEMAS, RUNTIME_ENV_PLUGINS, WORKER_REGISTER_TIMEOUT
+from .ray_internals import RUNTIME_ENV_PLUGIN_SCHEMAS, RUNTIME_ENV_PLUGINS, WORKER_REGISTER_TIMEOUT, require_tested_ray
 
 PLUGIN_CLASS = "raympi.plugin.MPIPlugin"
 # Raylet settings that MPI worlds need (Ray reads RAY_<setting> where the raylet starts).
@@ -21,7 +21,9 @@ PLUGIN_ENV = {RUNTIME_ENV_PLUGINS: json.dumps([{"class": PLUGIN_CLASS}]), **RAYL
 
 def registration_env(environ=os.environ) -> dict:
     """Environment variables that make a Ray started with them know the `mpi` runtime env (merged with
-    plugins and schemas already registered in `environ`) and run MPI worlds (RAYLET_ENV)."""
+    plugins and schemas already registered in `environ`) and run MPI worlds (RAYLET_ENV). Raises for a Ray outside
+    the tested range."""
+    require_tested_ray()
     plugins = json.loads(environ.get(RUNTIME_ENV_PLUGINS) or "[]")
     if all(p.get("class") != PLUGIN_CLASS for p in plugins):
         plugins.append({"class": PLUGIN_CLASS})

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Dict, Optional
 
 from .channel import new_key
 from .errors import MPIWorldStartError
-from .ray_internals import WORKER_NICENESS, bundle_nodes, node_addresses
+from .ray_internals import WORKER_NICENESS, bundle_nodes, node_addresses, require_tested_ray
 
 if TYPE_CHECKING:
     from ray import ObjectRef
@@ -27,8 +27,11 @@ def placement(group: "PlacementGroup", ranks_per_bundle: int, runtime_env: Optio
     Those are raympi.daemon_launcher actors, one in the first bundle of each other node, holding that bundle's GPUs
     (its ranks see them) and no CPU, with `runtime_env` (rank 0's, without `mpi`: what its ranks need there), and
     on rank 0's node a raympi.world_key server. They end when the group is removed. The key that the launchers ask
-    for is handed to them and to the key server in calls, never in a runtime env."""
+    for is handed to them and to the key server in calls, never in a runtime env. Raises for a Ray outside the tested
+    range."""
     import ray
+
+    require_tested_ray()
 
     ips = node_addresses()
     ranks: Dict[str, int] = {}
