@@ -28,16 +28,16 @@ class WorldGuard:
 
     def guard(self, function, is_task: bool, name: str):
         """`function` guarded, and the calls after which the worker exits: a task's after one (a fresh world each)."""
-        return self._guarded(function, is_task or name == WHOLE_WORLD_METHOD), 1 if is_task else 0
+        return self._guarded(function, is_task, is_task or name == WHOLE_WORLD_METHOD), 1 if is_task else 0
 
-    def _guarded(self, function, whole_world: bool):
+    def _guarded(self, function, is_task: bool, whole_world: bool):
         def run(*args, **kwargs):
             supervisor = self._supervisor
             if supervisor.failure:
                 raise supervisor.failure
             if not self._started:
                 self._started = True
-                supervisor.start_peers(_accelerator_env())
+                supervisor.start_peers(_accelerator_env(), ends_with_call=is_task)
                 world.mark("joined")
             body = self._body.submit(function, *args, **kwargs)
             body.add_done_callback(lambda _: world.mark("ended"))

@@ -45,6 +45,7 @@ class Supervisor:
         self._output: Optional[Dict[int, Tail]] = None  # rank: the end of its output, once kept
         self._output_limit = 0
         self._failure: Optional[MPIWorldError] = None
+        self._peers_end_with_rank0 = False  # see start_peers
         self._closing = False
         self._changed = threading.Condition()
         self._listener = ChannelListener(host, key, self._serve)
@@ -58,10 +59,16 @@ class Supervisor:
     def failure(self) -> Optional[MPIWorldError]:
         return self._failure
 
-    def start_peers(self, env: Dict[str, str]) -> None:
+    def start_peers(self, env: Dict[str, str], ends_with_call: bool) -> None:
         """Wait until every peer is connected, then let them run their entry, those on rank 0's node with `env` set
-        (rank 0's accelerators: a peer on another node sees those of its own node)."""
+        (rank 0's accelerators: a peer on another node sees those of its own node).
+
+        `ends_with_call`: rank 0's worker exits after this call (a task's world), so a failure leaves the peers
+        to close() rather than telling them to exit at once: a peer on another node that exits closes its TCP
+        connections, and Open MPI aborts rank 0 for that ("Socket closed ... MPI_ERRORS_ARE_FATAL"), racing the
+        failure rank 0 is returning to its caller. An actor's world has no such end: its peers are told at once."""
         with self._changed:
+            self._peers_end_with_rank0 = ends_with_call
             self._changed.wait_for(
                 lambda: len(self._peers) == self.world_size - 1 or self._failure, PEER_CONNECT_TIMEOUT_S
             )
@@ -149,7 +156,7 @@ class Supervisor:
     def _fail(self, error: MPIWorldError) -> None:
         if self._failure is None:
             self._failure = error
-            for peer in self._peers.values():
+            for peer in () if self._peers_end_with_rank0 else self._peers.values():
                 try:
                     peer.send(Exit())
                 except OSError:
@@ -166,7 +173,7 @@ class Supervisor:
             self._peers[rank] = channel
             self._peer_ips[rank] = self._node_ip if ipaddress.ip_address(peer_ip).is_loopback else peer_ip
             self._peer_processes[rank] = (host, pid)
-            if self._failure:
+            if self._failure and not self._peers_end_with_rank0:
                 channel.send(Exit())
             self._changed.notify_all()
         streams = {"stdout": sys.stdout, "stderr": sys.stderr}
