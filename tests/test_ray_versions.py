@@ -1,6 +1,7 @@
-"""Every minor Ray release that setup.cfg allows, each in a venv of its own as a user's would be (`make test` builds
-.venv-ray<release> beside .venv, whose Ray is the newest and runs every other test): the Ray contract
-(tests/test_ray_contract.py) on each, whole worlds on the oldest, and a Ray below the range refused at once."""
+"""Every minor Ray release that setup.cfg allows, each in a venv of its own (`make test` builds .venv-ray<release>
+beside .venv, holding that Ray over .venv's other packages; .venv's Ray is the newest and runs every other test):
+the Ray contract (tests/test_ray_contract.py) on each, whole worlds on the oldest, and a Ray below the range
+refused at once."""
 
 import os
 import re
