@@ -26,16 +26,26 @@ sys.path.insert(0, str(JOB_CODE))  # as the job's working_dir puts it: the task 
 import mpi_jobs  # noqa: E402
 
 
-def ray_start(env: dict, *args: str) -> None:
-    """`ray start` one node. Fixed agent ports spare the raylet waiting for them to report random ones,
-    which a loaded machine can make it give up on."""
-    agent_ports = [f"--{name}-port={free_port()}" for name in
-                   ("dashboard-agent-grpc", "dashboard-agent-listen", "metrics-export", "runtime-env-agent")]
-    done = subprocess.run([str(Path(sys.executable).with_name("ray")), "start", "--disable-usage-stats",
-                           "--node-ip-address=127.0.0.1", *args,
-                           *agent_ports], env=env, capture_output=True, text=True, timeout=180)
-    if done.returncode:
-        raise RuntimeError(f"ray start {' '.join(args)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+def ray_start(env: dict, marker: str, *args: str, attempts: int = 3) -> None:
+    """`ray start` one node; a failed start is cleared (the processes it left, found by `marker`) and tried again.
+    On a loaded machine a raylet may not register within the 30 s Ray gives it (hard-coded: Ray 2.60's
+    `ray/_private/node.py`, `Node.__init__`, `raylet_start_wait_time_s`). Fixed agent ports spare the raylet
+    waiting for them to report random ones, which a loaded machine can also make it give up on."""
+    for _ in range(attempts):
+        before = marked_processes(marker)
+        agent_ports = [f"--{name}-port={free_port()}" for name in
+                       ("dashboard-agent-grpc", "dashboard-agent-listen", "metrics-export", "runtime-env-agent")]
+        done = subprocess.run([str(Path(sys.executable).with_name("ray")), "start", "--disable-usage-stats",
+                               "--node-ip-address=127.0.0.1", *args,
+                               *agent_ports], env=env, capture_output=True, text=True, timeout=180)
+        if not done.returncode:
+            return
+        left = marked_processes(marker) - before
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+        assert not wait_until_gone(left), f"a failed ray start's processes survive SIGKILL: {left}"
+    raise RuntimeError(f"ray start {' '.join(args)} failed {attempts} times, the last:\n"
+                       f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
 
 
 def free_port() -> int:
@@ -64,10 +74,10 @@ def cluster():
     env.pop("RAY_ADDRESS", None)
     port, dashboard_port = free_port(), free_port()
     try:
-        ray_start(env, "--head", f"--port={port}", "--num-cpus=0", f"--temp-dir={temp_dir}", "--include-dashboard=true",
-                  "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}")
-        ray_start(env, f"--address=127.0.0.1:{port}", "--num-cpus=2")
-        wait_until_accepting(f"http://127.0.0.1:{dashboard_port}")
+        ray_start(env, marker, "--head", f"--port={port}", "--num-cpus=0", f"--temp-dir={temp_dir}",
+                  "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}")
+        wait_until_accepting(f"http://127.0.0.1:{dashboard_port}")  # the head's start done before the worker's
+        ray_start(env, marker, f"--address=127.0.0.1:{port}", "--num-cpus=2")
         yield Cluster(f"http://127.0.0.1:{dashboard_port}", marker)
     finally:
         for pid in marked_processes(marker):
