@@ -6,6 +6,8 @@ that changed: run this first when trying another flytekit.
 """
 
 import logging
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import flytekit
@@ -22,6 +24,7 @@ INTERNALS = {
     3: "PythonFunctionTask.dispatch_execute runs task.execute",
     4: "ArrayNodeMapTask runs each element through the mapped task's execute",
     5: "PythonTask._write_decks looks up flytekit.deck.deck._output_deck when it runs",
+    6: "flytekit makes data_persistence.flyte_tmp_dir and Config.local_sandbox_path for the default context",
 }
 
 
@@ -106,3 +109,16 @@ def test_5_rank0s_local_run_makes_its_decks_and_writes_no_deck_file(caplog):
     assert "creates flyte deck html" in caplog.text, "flytekit's own run wrote no deck file: the test sees nothing"
     assert "creates flyte deck html" not in ours, broken(5) + ours
     assert {"Input", "Output"} <= {deck.name for deck in ctx.user_space_params.decks}, broken(5)
+
+
+def test_6_the_default_context_works_in_the_directories_flytekit_made_as_it_imported():
+    """In a thread of its own: a new thread asks flytekit for a context as rank 0's body thread does."""
+    from flytekit.configuration import Config
+    from flytekit.core import data_persistence
+
+    made = {Path(data_persistence.flyte_tmp_dir), Path(Config.local_sandbox_path)}
+    assert all(path.is_dir() and path.parent == Path(tempfile.gettempdir()) for path in made), broken(6) + str(made)
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        ctx = thread.submit(FlyteContextManager.current_context).result()
+    used = {Path(ctx.execution_state.engine_dir), Path(ctx.user_space_params.working_directory)}
+    assert all(any(path in use.parents for path in made) for use in used), broken(6) + f"{used} not in {made}"

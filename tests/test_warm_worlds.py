@@ -4,11 +4,14 @@ of its own, on a Ray that runs RayMPIJob tasks only, as here: see benchmarks/REA
 /proc: a warm world's rank 0 is titled `ray::World`."""
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import uuid
+from pathlib import Path
 from typing import List
 
 import pytest
@@ -164,20 +167,29 @@ def test_nothing_of_a_warm_world_survives_its_driver():
     assert left == set(), [command_line(p)[:200] for p in left]
 
 
-def test_a_driver_that_exits_right_after_a_call_leaves_no_shared_memory(tmp_path):
+def test_a_driver_that_exits_right_after_a_call_leaves_nothing_behind(tmp_path):
     """Open MPI's shared memory (in /dev/shm unless btl_sm_backing_directory says otherwise; here the test's own
-    folder, which no other world uses) is removed when the world ends, the warm one started as the driver exits too."""
+    folder, which no other world uses) is removed when the world ends, the warm one started as the driver exits too;
+    so are the temporary directories of every rank: flytekit makes two in every process that imports it and never
+    removes them (flytekitplugins/raympi/flytekit_internals.py, 6), so only the drivers' own stay."""
     driver = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(TESTS_DIR)!r})
         from test_warm_worlds import world_state
         world_state(x=1)
     """)
-    env = {**os.environ, "OMPI_MCA_btl_sm_backing_directory": str(tmp_path), "RAYMPI_TEST_RUN": uuid.uuid4().hex}
-    for _ in range(2):
-        subprocess.run([sys.executable, "-c", driver], check=True, timeout=300, capture_output=True, env=env)
-    assert wait_until_gone(marked_processes(f"RAYMPI_TEST_RUN={env['RAYMPI_TEST_RUN']}")) == set()
-    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    shared_memory, temp = tmp_path / "shm", Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))  # short: Ray's sockets
+    shared_memory.mkdir()
+    env = {**os.environ, "OMPI_MCA_btl_sm_backing_directory": str(shared_memory), "TMPDIR": str(temp),
+           "RAYMPI_TEST_RUN": uuid.uuid4().hex}
+    try:
+        for _ in range(2):
+            subprocess.run([sys.executable, "-c", driver], check=True, timeout=300, capture_output=True, env=env)
+        assert wait_until_gone(marked_processes(f"RAYMPI_TEST_RUN={env['RAYMPI_TEST_RUN']}")) == set()
+        assert sorted(p.name for p in shared_memory.iterdir()) == []
+        assert len(list(temp.glob("flyte*"))) == 2 * 2, "two per driver, none of a rank"
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 class Unpicklable:

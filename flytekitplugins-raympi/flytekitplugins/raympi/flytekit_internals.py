@@ -16,9 +16,13 @@ module of the package spells one of these names.
     `dispatch_execute`: locally (`_raw_execute`) and in the job it runs on a cluster (`execute`). task (execute).
  5. `PythonTask._write_decks` looks up `flytekit.deck.deck._output_deck` when it runs, to write a local run's deck
     file: rank 0 replaces it for its call (run_as_flytekit), the driver writing the run's one deck file (1).
+ 6. `flytekit.core.data_persistence.flyte_tmp_dir` and `flytekit.configuration.Config.local_sandbox_path`'s default:
+    directories that every process importing flytekit makes for its default context (again in each new thread that
+    asks for a context) and never removes. ranks (a rank removes its own: it works in a directory of its own).
 """
 
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,6 +52,15 @@ def move_scratch(checkpoint: SyncCheckpoint, directory: str) -> None:
     """Have `checkpoint` restore and save through a scratch directory inside `directory`. (2)"""
     checkpoint._td.cleanup()
     checkpoint._td = tempfile.TemporaryDirectory(dir=directory, ignore_cleanup_errors=True)
+
+
+def remove_flytekit_tmp_dirs() -> None:
+    """Remove the directories that flytekit made for this process's default context. (6)"""
+    from flytekit.configuration import Config
+    from flytekit.core import data_persistence
+
+    for path in (data_persistence.flyte_tmp_dir, Config.local_sandbox_path):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def run_as_flytekit(task: PythonFunctionTask, ctx: FlyteContext, inputs: LiteralMap) -> LiteralMap:

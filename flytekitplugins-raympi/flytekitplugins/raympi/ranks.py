@@ -2,6 +2,7 @@
 would and produces its outputs; ranks 1..N-1 run the same function on the same inputs, each in a
 flytekit context of its own, and their return values are discarded."""
 
+import functools
 import glob
 import io
 import os
@@ -27,7 +28,7 @@ from flytekit.models.literals import LiteralMap
 from raympi import world
 
 from . import blobs
-from .flytekit_internals import move_scratch, run_as_flytekit
+from .flytekit_internals import move_scratch, remove_flytekit_tmp_dirs, run_as_flytekit
 
 PEER_ENTRY = f"{__name__}.run_peer"
 WORKING_DIR_PREFIX = "raympi-rank-"
@@ -67,6 +68,23 @@ def literals_from_bytes(data: bytes) -> LiteralMap:
 Rank0Result = Tuple[bytes, Dict[str, bytes], Dict[str, str], Optional[List[dict]]]
 
 
+def _leaving_no_flytekit_dirs(rank_entry):
+    """`rank_entry`, removing the directories that flytekit made for this process's default context, as it imported
+    and then in each new thread (rank 0's body runs on one): a rank works in a directory of its own (rank_context).
+    Removed as the rank starts too, so that a rank killed while it waited for its call leaves none."""
+
+    @functools.wraps(rank_entry)
+    def run(*args, **kwargs):
+        remove_flytekit_tmp_dirs()
+        try:
+            return rank_entry(*args, **kwargs)
+        finally:
+            remove_flytekit_tmp_dirs()
+
+    return run
+
+
+@_leaving_no_flytekit_dirs
 def run_rank0(sys_path: List[str], payload: bytes, observed: bool) -> Rank0Result:
     """The Ray task that is rank 0: share the assignment with the peers, run the task, return its outputs
     (written under the raw output prefix from this node) as a serialized LiteralMap, in a local run on
@@ -105,6 +123,7 @@ def run_rank0(sys_path: List[str], payload: bytes, observed: bool) -> Rank0Resul
         return outputs, files, decks, ranks
 
 
+@_leaving_no_flytekit_dirs
 def run_peer() -> None:
     """The worker entry of ranks 1..N-1."""
     from mpi4py import MPI
@@ -126,6 +145,9 @@ class World:
     """An MPI world started ahead of its call, as an actor (its rank 0): it waits, its ranks idle and its imports
     done, until run_whole_world runs the one task it is for (see run_rank0), returning once every rank is done (the
     method's name says so: raympi.rank0.WHOLE_WORLD_METHOD); its caller then ends it."""
+
+    def __init__(self):
+        remove_flytekit_tmp_dirs()  # ended without a call, it leaves none either (see _leaving_no_flytekit_dirs)
 
     def run_whole_world(self, sys_path: List[str], payload: bytes, observed: bool) -> Rank0Result:
         return run_rank0(sys_path, payload, observed)
