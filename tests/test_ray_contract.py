@@ -436,7 +436,8 @@ def test_13_a_gpu_task_sees_its_gpu_in_a_variable_the_managers_name():
         return {name: os.environ[name] for name in ray_internals.visible_accelerator_env_vars() if name in os.environ}
 
     seen = call(visible.remote(), Path("/nonexistent"), 13)
-    # Ray before 2.55 also sets the other managers' variables, empty (RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO): the
-    # peers are handed those as well, and see what rank 0 sees.
+    # Ray before 2.56 also sets the other managers' variables, empty (RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO: on by
+    # default until 2.56, `ray/_private/utils.py` set_visible_accelerator_ids): the peers are handed those as well,
+    # and see what rank 0 sees.
     assert seen.pop("CUDA_VISIBLE_DEVICES", None) == "0" and set(seen.values()) <= {""}, \
         broken(13) + f"a task given a GPU does not find it in the variables the accelerator managers name: {seen}"
