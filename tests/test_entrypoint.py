@@ -2,6 +2,7 @@
 the world's slots, the mpi runtime env registered as the serialized spec's pods have it), the task's
 serialized container args submitted through Ray's job submission API, inputs and outputs as files."""
 
+import contextlib
 import os
 import shutil
 import signal
@@ -42,7 +43,8 @@ def ray_start(env: dict, marker: str, *args: str, attempts: int = 3) -> None:
             return
         left = marked_processes(marker) - before
         for pid in left:
-            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # ended meanwhile
+                os.kill(pid, signal.SIGKILL)
         assert not wait_until_gone(left), f"a failed ray start's processes survive SIGKILL: {left}"
     raise RuntimeError(f"ray start {' '.join(args)} failed {attempts} times, the last:\n"
                        f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}")

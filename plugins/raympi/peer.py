@@ -79,9 +79,13 @@ def _exit(status: int) -> None:
 
 def _descendants(pid: int) -> List[int]:
     """The processes `pid` started, and theirs (Linux's /proc: a peer imports no more than it runs)."""
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:  # gone meanwhile
+        return []
     children = []
-    with contextlib.suppress(OSError):  # gone meanwhile
-        for thread in os.listdir(f"/proc/{pid}/task"):
+    for thread in threads:
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
             with open(f"/proc/{pid}/task/{thread}/children") as listed:
                 children += map(int, listed.read().split())
     return children + [d for child in children for d in _descendants(child)]

@@ -121,7 +121,7 @@ class Supervisor:
             return ranks
 
     def fail(self, error: MPIWorldError) -> None:
-        """Record rank 0's own failure and stop every peer."""
+        """Record rank 0's own failure and stop every peer (a task's world's peers: as rank 0 closes, see start_peers)."""
         with self._changed:
             self._fail(error)
 

@@ -4,7 +4,7 @@ code adds with `tell`) and, once asked for (`keep_output`), the end of its outpu
 prints). A peer sends its report to rank 0 with its end (done or failed), on the messages it sends anyway, and
 before only when its code says so (`share`).
 
-A process joins its world once (`join`, by raympi.runner): rank 0 with its supervisor, a peer with its channel to
+A process joins its world once (`join`; rank 0 by raympi.runner, a peer by raympi.peer): rank 0 with its supervisor, a peer with its channel to
 rank 0. Times are each host's wall clock (time.time(), as NTP keeps it): that is how marks of different hosts line up.
 """
 
