@@ -62,9 +62,7 @@ def test_setup_cfg_allows_the_rays_this_contract_was_checked_on_and_this_one_is_
     config = configparser.ConfigParser()
     config.read(REPO / "setup.cfg")
     requirements = config["options"]["install_requires"].split()
-    (oldest, newest) = ray_internals.TESTED_RAY
-    allowed = f"ray[default]>={oldest[0]}.{oldest[1]},<{newest[0]}.{newest[1] + 1}"
-    assert allowed in requirements, (
+    assert ray_internals.TESTED_REQUIREMENT in requirements, (
         f"setup.cfg asks for {[r for r in requirements if r.startswith('ray')]}, raympi.ray_internals.TESTED_RAY is "
         f"{ray_internals.TESTED_RAY}: change both together, with the venvs of tests/test_ray_versions.py")
     ray_internals.require_tested_ray()
@@ -413,9 +411,13 @@ def test_9_worker_niceness_in_a_workers_environment_stops_its_renice():
 @pytest.mark.usefixtures("local_ray")
 def test_10_11_nodes_and_placement_group_bundles():
     for node in ray.nodes():
-        assert {"NodeID", "NodeManagerAddress"} <= set(node), broken(10) + f"a node has {sorted(node)}"
+        assert {"NodeID", "NodeManagerAddress", "Alive", "Resources"} <= set(node), \
+            broken(10) + f"a node has {sorted(node)}"
     addresses = ray_internals.node_addresses()
     assert ray.util.get_node_ip_address() in addresses.values(), broken(10) + f"ray.nodes() gave {addresses}"
+    cpus = ray.cluster_resources()["CPU"]  # local_ray's one node
+    assert (ray_internals.nodes_offering("CPU", cpus), ray_internals.nodes_offering("CPU", cpus + 1)) == (1, 0), \
+        broken(10) + f"ray.nodes() gave {ray.nodes()}"
 
     from ray.util.placement_group import placement_group, remove_placement_group
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from raympi.ray_internals import TESTED_RAY
+from raympi.ray_internals import TESTED_RAY, TESTED_REQUIREMENT
 
 REPO = Path(__file__).resolve().parent.parent
 (OLDEST, NEWEST) = TESTED_RAY
@@ -58,8 +58,7 @@ def test_whole_worlds_run_on_the_oldest_ray():
 
 BELOW = (OLDEST[0], OLDEST[1] - 1)
 REFUSED = (rf"raympi is tested with Ray {OLDEST[0]}\.{OLDEST[1]} to {NEWEST[0]}\.{NEWEST[1]} "
-           rf"\(ray\[default\]>={OLDEST[0]}\.{OLDEST[1]},<{NEWEST[0]}\.{NEWEST[1] + 1}\), and this is Ray "
-           rf"{BELOW[0]}\.{BELOW[1]}\.\d+")
+           rf"\({re.escape(TESTED_REQUIREMENT)}\), and this is Ray {BELOW[0]}\.{BELOW[1]}\.\d+")
 
 
 def test_a_ray_below_the_range_is_refused_at_once_naming_it_by_the_driver_and_by_a_node():

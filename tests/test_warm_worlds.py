@@ -192,6 +192,38 @@ def test_a_driver_that_exits_right_after_a_call_leaves_nothing_behind(tmp_path):
         shutil.rmtree(temp, ignore_errors=True)
 
 
+def test_ray_shut_down_while_the_warm_world_starts_leaves_nothing_of_it():
+    """The driver's own ray.shutdown(), once the warm world's ranks made their shared memory (in MPI_Init): Ray
+    SIGKILLs a worker process still starting, here that world's mpirun, which removes nothing then (it left 3 segments
+    of 16 MiB and its session directory)."""
+    driver = textwrap.dedent(f"""
+        import os, sys, time
+        from pathlib import Path
+        import ray
+        sys.path.insert(0, {str(TESTS_DIR)!r})
+        from test_warm_worlds import world_state
+        world_state(x=1)
+        deadline = time.monotonic() + 60
+        while not list(Path(os.environ["OMPI_MCA_btl_sm_backing_directory"]).rglob("sm_segment.*")):
+            assert time.monotonic() < deadline, "the warm world made no shared memory"
+            time.sleep(0.01)
+        ray.shutdown()
+    """)
+    temp = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))  # short: Ray's sockets
+    shared_memory = temp / "shm"
+    shared_memory.mkdir()
+    env = {**os.environ, "OMPI_MCA_btl_sm_backing_directory": str(shared_memory), "TMPDIR": str(temp),
+           "RAYMPI_TEST_RUN": uuid.uuid4().hex}
+    try:
+        done = subprocess.run([sys.executable, "-c", driver], timeout=300, capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert wait_until_gone(marked_processes(f"RAYMPI_TEST_RUN={env['RAYMPI_TEST_RUN']}")) == set()
+        assert sorted(p.name for p in shared_memory.iterdir()) == []
+        assert sorted(p.name for p in temp.glob("ompi.*")) == [], "mpirun's session directory"
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
 class Unpicklable:
     def __reduce__(self):
         raise TypeError("this input cannot be pickled")

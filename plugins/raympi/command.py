@@ -42,7 +42,7 @@ def _launch_shell(flavour: Flavour) -> List[str]:
     """A shell that exports RANK_ENV and the flavour's env, removes what a killed launcher of its pid left behind,
     then becomes the launcher (the same pid, as Ray expects)."""
     exports = " ".join(f'{name}="{value}"' for name, value in {**RANK_ENV, **flavour.env}.items())
-    cleanup = f"{flavour.leftovers}; " if flavour.leftovers else ""
+    cleanup = f"LAUNCHER=$$; {flavour.leftovers}; " if flavour.leftovers else ""
     return ["/bin/sh", "-c", f'export {exports}; {cleanup}exec "$@"', "sh"]
 
 

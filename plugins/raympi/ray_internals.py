@@ -38,8 +38,9 @@ inside the functions below, or on first access to `RuntimeEnvPlugin` / `RuntimeE
     worker from its own environment (raympi.command.RANK_ENV: rank 0 at its peers' niceness; raympi.spread: the
     daemon launchers too); `RAY_worker_register_timeout_seconds` (default 60), read by the raylet
     (raympi.registration.RAYLET_ENV says why).
-10. `ray.nodes()` entries' keys `NodeID` and `NodeManagerAddress` (the IP in the worker's --node-ip-address=).
-    raympi.spread (node_addresses: mpirun's hosts).
+10. `ray.nodes()` entries' keys `NodeID` and `NodeManagerAddress` (the IP in the worker's --node-ip-address=),
+    `Alive` and `Resources` (its total resources). raympi.spread (node_addresses: mpirun's hosts),
+    flytekitplugins.raympi.launch (nodes_offering: a placement that waits says why).
 11. `placement_group_table(group)["bundles_to_node_id"]`: {bundle index: node ID}. raympi.spread,
     flytekitplugins.raympi.launch (bundle_nodes).
 12. `RAY_JOB_CONFIG_JSON_ENV_VAR`: the job supervisor gives a submitted job's entrypoint (pyflyte-execute under
@@ -60,8 +61,10 @@ if TYPE_CHECKING:
     from ray._private.runtime_env.context import RuntimeEnvContext  # noqa: F401
     from ray._private.runtime_env.plugin import RuntimeEnvPlugin  # noqa: F401
 
-# The oldest and newest minor Ray releases these internals were checked on (setup.cfg: ray[default]>=2.52,<2.61).
+# The oldest and newest minor Ray releases these internals were checked on, and the requirement that allows them
+# (setup.cfg's, checked by tests/test_ray_contract.py).
 TESTED_RAY = ((2, 52), (2, 60))
+TESTED_REQUIREMENT = "ray[default]>={}.{},<{}.{}".format(*TESTED_RAY[0], TESTED_RAY[1][0], TESTED_RAY[1][1] + 1)
 
 RAY_METHOD_PREFIX = "__ray"  # 3
 RAYLET_PID_ENV = "RAY_RAYLET_PID"  # 5
@@ -88,13 +91,9 @@ def require_tested_ray() -> None:
     (oldest, newest), minor = TESTED_RAY, tuple(int(part) for part in version.split(".")[:2])
     if not oldest <= minor <= newest:
         raise RuntimeError(
-            f"raympi is tested with Ray {_release(oldest)} to {_release(newest)} "
-            f"(ray[default]>={_release(oldest)},<{_release((newest[0], newest[1] + 1))}), and this is Ray {version}: "
-            "install a Ray in that range (README, \"Supported Ray versions\")")
-
-
-def _release(minor: Tuple[int, int]) -> str:
-    return ".".join(map(str, minor))
+            f"raympi is tested with Ray {'.'.join(map(str, oldest))} to {'.'.join(map(str, newest))} "
+            f"({TESTED_REQUIREMENT}), and this is Ray {version}: install a Ray in that range (README, "
+            "\"Supported Ray versions\")")
 
 
 def __getattr__(name: str):
@@ -148,6 +147,13 @@ def node_addresses() -> Dict[str, str]:
     import ray
 
     return {node["NodeID"]: node["NodeManagerAddress"] for node in ray.nodes()}
+
+
+def nodes_offering(resource: str, amount: float) -> int:
+    """How many live nodes of the Ray cluster this process is connected to have `amount` of `resource` in all. (10)"""
+    import ray
+
+    return sum(node["Alive"] and node["Resources"].get(resource, 0) >= amount for node in ray.nodes())
 
 
 def bundle_nodes(group) -> Dict[int, str]:

@@ -13,6 +13,7 @@ import sys
 from typing import Dict
 
 from .flavours import FLAVOURS, library_version
+from .launcher_dir import LauncherGone
 from .ray_internals import NODE_IP_ARG, worker_node_ip
 
 
@@ -25,6 +26,10 @@ def main(argv) -> None:
         sys.exit(f"raympi.runner: {mismatch}")
     from mpi4py import MPI
 
+    try:
+        flavour.before_init()
+    except LauncherGone as gone:  # nothing to run in, nothing to leave behind
+        sys.exit(f"raympi.runner: {gone}")
     MPI.Init_thread()
     comm = MPI.COMM_WORLD
     # Which loopback each rank reaches. Also a warm-up: mpi4py's first reduction of Python objects on a

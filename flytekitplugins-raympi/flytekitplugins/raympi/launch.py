@@ -24,7 +24,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, Place
 
 import raympi
 from raympi.flavours import FLAVOURS
-from raympi.ray_internals import bundle_nodes, job_runtime_env
+from raympi.ray_internals import bundle_nodes, job_runtime_env, nodes_offering
 
 from . import blobs, warm
 from .config import ActiveDeadlineExceeded, RayMPIJob
@@ -282,7 +282,7 @@ def _code_env() -> Optional[dict]:
 
 
 def _wait_for(reservation, config: RayMPIJob, bundles: int, resource: str, per_bundle: int) -> None:
-    nodes = sum(node["Alive"] and node["Resources"].get(resource, 0) >= per_bundle for node in ray.nodes())
+    nodes = nodes_offering(resource, per_bundle)
     spread = (f"; each of the {bundles} workers needs a Ray node of its own with {per_bundle} {resource}s, and the "
               f"cluster has {nodes}" if bundles > nodes else "")
     if spread:

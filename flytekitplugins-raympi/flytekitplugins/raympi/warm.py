@@ -2,7 +2,7 @@
 (an idle World actor: its ranks up, their imports done, no CPU used or reserved), and that call runs in it if it
 asks for the same world (the same rank 0 runtime env) and the world is whole. At most one waits at a time;
 RAYMPI_WARM_WORLDS=0 turns them off. A world runs one call, then is ended; one still waiting when the driver exits
-is ended before Ray is, so that its launcher removes what MPI made (Open MPI's shared memory in /dev/shm)."""
+ends with Ray, at once, unless its flavour leaves files when killed while it starts (see _end_waiting)."""
 
 import atexit
 import contextlib
@@ -15,6 +15,8 @@ import psutil
 import ray
 from flytekit import logger
 from ray.exceptions import RayError
+
+from raympi.flavours import FLAVOURS
 
 from .ranks import World
 
@@ -31,6 +33,7 @@ _WORLD = ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0)(World)
 class _Waiting:
     gcs_address: str  # the Ray it lives in
     runtime_env: str  # its rank 0's, as JSON
+    flavour: str
     world: "ray.actor.ActorHandle"
 
 
@@ -80,7 +83,8 @@ def start(runtime_env: dict, name: str) -> None:
     """Start the warm world for the next call with this rank 0 runtime env."""
     global _waiting
     world = _WORLD.options(name=name, runtime_env=runtime_env).remote()
-    _waiting = _Waiting(ray.get_runtime_context().gcs_address, _key(runtime_env), world)
+    _waiting = _Waiting(ray.get_runtime_context().gcs_address, _key(runtime_env), runtime_env["mpi"]["flavour"],
+                        world)
     # Run before Ray's own exit hook, which ray.init registered (perhaps again, since the last start).
     atexit.unregister(_end_waiting)
     atexit.register(_end_waiting)
@@ -97,10 +101,11 @@ def _leave_waiting() -> Optional[_Waiting]:
 
 
 def _end_waiting() -> None:
-    """End the waiting world and wait for its launcher to end: Ray's exit would kill the launcher while it ends its
-    ranks, before it removes what they made."""
+    """Let Ray's exit end the waiting world, or, if its flavour leaves files when killed while it starts (MPICH's
+    shared memory), let it start, end it and wait for its launcher to end. What a killed launcher of the other
+    flavours leaves is removed once it is gone (see raympi.launcher_dir)."""
     waiting = _leave_waiting()
-    if waiting is None:
+    if waiting is None or not FLAVOURS[waiting.flavour].killed_starting_leaves_files:
         return
     try:
         launcher = psutil.Process(ray.get(waiting.world.launcher_pid.remote(), timeout=EXIT_TIMEOUT_S))
