@@ -20,8 +20,10 @@ FLAVOURS = {f"{method}/2/{body}" for method in ("mpiexec:mpich", "mpiexec:impi",
 @pytest.mark.timeout(900)
 def test_harness_measures_every_case_and_reports(tmp_path):
     command = [sys.executable, "-m", "benchmarks", *TINY, "--out", str(tmp_path)]
+    segments = set(Path("/dev/shm").glob("sm_segment.*"))
     done = subprocess.run(command, check=False, cwd=ROOT, capture_output=True, text=True, timeout=840)
     assert done.returncode == 0, done.stderr[-5000:]
+    assert set(Path("/dev/shm").glob("sm_segment.*")) - segments == set(), "Open MPI's shared memory was left behind"
 
     for heading in ("### Targets", "### Launch overhead", "### Allreduce bandwidth", "### Scaling", "### Horovod",
                     "### Repeated calls", "### MPI flavours", "### Multi-node"):
