@@ -89,6 +89,12 @@ def marked_processes(marker: str) -> set:
     return found
 
 
+def processes_naming(text: str) -> set:
+    """Live processes whose command line holds `text`, but this one."""
+    return {int(pid) for pid in os.listdir("/proc")
+            if pid.isdigit() and int(pid) != os.getpid() and text in command_line(int(pid)) and alive(int(pid))}
+
+
 def command_line(pid: int) -> str:
     """The process's command line, or "" once it is gone or exiting (ESRCH)."""
     try:

@@ -8,10 +8,10 @@ import sys
 import textwrap
 import time
 
-from conftest import wait_until_gone
+from conftest import command_line, processes_naming, wait_until_gone
 
-# A launcher whose two children, its ranks, each ask for the directory (naming the launcher's program, or `other`),
-# print it and wait.
+# A launcher whose two children, its ranks, each ask for the directory (naming as the launcher's program its own, or
+# the name given), print it and wait.
 LAUNCHER = textwrap.dedent("""
     import subprocess, sys
     parent, leftovers, named = sys.argv[1:]
@@ -27,13 +27,13 @@ def start(tmp_path, named: str):
     """The launcher, in a process group of its own as Ray starts a worker, and the paths its ranks got."""
     leftovers = f'touch "{tmp_path}/left-by.$LAUNCHER"'
     launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(tmp_path), leftovers, named],
-                                stdout=subprocess.PIPE, text=True, start_new_session=True)
+                                stdout=subprocess.PIPE, text=True, start_new_session=True,
+                                env={**os.environ, "PMIX_RANK": "0", "WORLD_SECRET": "s3cret"})  # as mpirun's ranks
     return launcher, {launcher.stdout.readline().strip() for _ in range(2)}
 
 
-def watchers_of(path: str) -> list:
-    return [int(pid) for pid in os.listdir("/proc")
-            if pid.isdigit() and b"kill -0" in (line := _cmdline(int(pid))) and path.encode() in line]
+def watchers_of(path: str) -> set:
+    return {pid for pid in processes_naming(path) if "kill -0" in command_line(pid)}
 
 
 def test_the_directory_and_the_launchers_leftovers_go_once_a_killed_launcher_is_gone(tmp_path):
@@ -45,6 +45,9 @@ def test_the_directory_and_the_launchers_leftovers_go_once_a_killed_launcher_is_
     assert os.path.isdir(path) and not (tmp_path / f"left-by.{launcher.pid}").exists(), "kept while it runs"
     (watcher,) = watchers_of(path)
     assert os.getpgid(watcher) != launcher.pid, "one watcher, out of the launcher's process group"
+    with open(f"/proc/{watcher}/environ", "rb") as environ:
+        names = {var.split(b"=")[0].decode() for var in environ.read().split(b"\0") if var}
+    assert names <= {"PATH", "TMPDIR", "TEMP", "TMP", "PWD", "SHLVL", "_"}, "no rank (PMIX_RANK), no world's secret"
 
     os.killpg(launcher.pid, signal.SIGKILL)  # the launcher and its ranks, not the watcher
     launcher.wait()
@@ -64,12 +67,4 @@ def test_a_rank_whose_parent_is_no_launcher_is_told_its_launcher_is_gone_and_sta
     _, stderr = launcher.communicate(timeout=60)
     assert stderr.count("LauncherGone: this rank's parent is python") == 2, stderr
     assert "not its launcher (no-such-launcher)" in stderr
-    assert watchers_of(str(tmp_path)) == [] and list(tmp_path.iterdir()) == []
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read()
-    except OSError:
-        return b""
+    assert watchers_of(str(tmp_path)) == set() and list(tmp_path.iterdir()) == []

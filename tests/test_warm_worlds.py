@@ -22,7 +22,7 @@ from ray.util import placement_group_table
 from benchmarks import procinfo
 from benchmarks.harness import MPIRUN_NAMES
 from benchmarks.procinfo import started
-from conftest import TESTS_DIR, command_line, marked_processes, wait_until_gone
+from conftest import TESTS_DIR, command_line, marked_processes, processes_naming, wait_until_gone
 from flytekitplugins.raympi import RayMPIJob, Worker, warm
 from flytekitplugins.raympi.warm import WARM_WORLDS_VAR
 from raympi import MPIRankError
@@ -186,6 +186,7 @@ def test_a_driver_that_exits_right_after_a_call_leaves_nothing_behind(tmp_path):
         for _ in range(2):
             subprocess.run([sys.executable, "-c", driver], check=True, timeout=300, capture_output=True, env=env)
         assert wait_until_gone(marked_processes(f"RAYMPI_TEST_RUN={env['RAYMPI_TEST_RUN']}")) == set()
+        assert wait_until_gone(processes_naming(str(shared_memory))) == set(), "the watchers of its directories"
         assert sorted(p.name for p in shared_memory.iterdir()) == []
         assert len(list(temp.glob("flyte*"))) == 2 * 2, "two per driver, none of a rank"
     finally:
@@ -218,6 +219,7 @@ def test_ray_shut_down_while_the_warm_world_starts_leaves_nothing_of_it():
         done = subprocess.run([sys.executable, "-c", driver], timeout=300, capture_output=True, text=True, env=env)
         assert done.returncode == 0, done.stderr[-3000:]
         assert wait_until_gone(marked_processes(f"RAYMPI_TEST_RUN={env['RAYMPI_TEST_RUN']}")) == set()
+        assert wait_until_gone(processes_naming(str(shared_memory))) == set(), "the watchers of its directories"
         assert sorted(p.name for p in shared_memory.iterdir()) == []
         assert sorted(p.name for p in temp.glob("ompi.*")) == [], "mpirun's session directory"
     finally:

@@ -12,6 +12,9 @@ from typing import Collection
 
 # Polls the launcher: a watcher outlives it by at most this much.
 POLL_S = 0.2
+# What a watcher keeps of the rank's environment: where its programs are, and the temporary directory that the
+# flavour's leftovers name.
+_WATCHER_ENV = ("PATH", "TMPDIR", "TEMP", "TMP")
 
 
 class LauncherGone(RuntimeError):
@@ -42,7 +45,9 @@ def launcher_dir(parent: str, leftovers: str, launchers: Collection[str]) -> str
         return path
     watch = f'while kill -0 "$1" 2>/dev/null; do sleep {POLL_S}; done; rm -rf -- "$2"; LAUNCHER=$1; {leftovers or ":"}'
     # Orphaned at once, in a session of its own: Ray kills a worker's process group and children as it ends, and a
-    # peer its descendants (raympi.peer); the watcher outlives them all.
+    # peer its descendants (raympi.peer); the watcher outlives them all. With no more of the rank's environment than
+    # it uses: it is no rank (PMIX_RANK) and holds nothing of the world's.
+    env = {name: os.environ[name] for name in _WATCHER_ENV if name in os.environ}
     subprocess.run(["/bin/sh", "-c", f"({watch}) </dev/null >/dev/null 2>&1 &", "sh", str(launcher), path],
-                   start_new_session=True, check=True)
+                   start_new_session=True, check=True, env=env)
     return path
