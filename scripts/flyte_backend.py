@@ -12,7 +12,15 @@ below names the Go function it follows (flyteplugins/go/tasks/...):
   flytepropeller/pkg/controller (executor.go constructWorkflowMetadataPrefix, nodes/task/taskexec_context.go
   ComputeRawOutputPrefix, pluginmachinery/ioutils: NewShardedRawOutputPath, NewBase36PrefixShardSelector);
 and Kubernetes' admission rule for container resources (k8s.io/kubernetes, pkg/apis/core/validation/validation.go,
-ValidateResourceRequirements). The Go backend cannot run here; when it changes, change the model, citing the new
+ValidateResourceRequirements).
+
+Flyte 2's backend (flyteorg/flyte `main` at 6fadb90d65af26f4db908ec1c5f5af546a3e4299, tag v2.0.43: module
+github.com/flyteorg/flyte/v2, the same paths) is modelled by `backend_ray_job(..., flyte2=True)`: its ray.go reads the
+custom as flyteidl2's RayJob (the same fields, plus per-group extended resources that a RayMPIJob never sets), appends
+logNoiseDisablingEnvVars to both groups' env, labels their pods flyte.org/managed, joins the args without quoting
+empty ones, sets the submission mode (K8sJobMode unless configured) and builds a bare submitter pod
+(buildSubmitterPodTemplate). MergeOverlayPodSpecOntoBase, AdjustOrDefaultResource and BuildRawContainer are the same
+as v1.16.8's there (mergo v0.3.16). The Go backend cannot run here; when it changes, change the model, citing the new
 tag. The merge modelled here is the one from v1.15.1 on (PR #6262); v1.14.0 to v1.15.0 took only the k8s_pod's
 resources, and before v1.14.0 the Ray IDL had no k8s_pod (the README says what that means for a RayMPIJob).
 """
@@ -24,6 +32,7 @@ from typing import Optional
 
 from flyteidl.core.tasks_pb2 import Resources as IdlResources
 from flyteidl.plugins.ray_pb2 import RayJob
+from flyteidl2.plugins.ray_pb2 import RayJob as Flyte2RayJob
 from google.protobuf.json_format import MessageToDict, ParseDict
 
 from flytekitplugins.raympi.quantities import quantity
@@ -55,6 +64,12 @@ WORKER_ENV = [
 PORTS = [{"name": "redis", "containerPort": 6379}, {"name": "head", "containerPort": 10001},
          {"name": "dashboard", "containerPort": 8265}]
 PRE_STOP = {"preStop": {"exec": {"command": ["/bin/sh", "-c", "ray stop"]}}}
+# Flyte 2's ray.go: logNoiseDisablingEnvVars (both groups), the label of every pod it manages (flytek8s
+# ManagedLabelKey), submitterDefaultResourceRequirements, the submission mode's default (config SubmissionMode "").
+LOG_NOISE_ENV = [{"name": "RAY_COLOR_PREFIX", "value": "0"}, {"name": "RAY_DATA_DISABLE_PROGRESS_BARS", "value": "1"}]
+MANAGED_LABELS = {"flyte.org/managed": "true"}
+SUBMITTER_RESOURCES = {"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "500m", "memory": "200Mi"}}
+SUBMISSION_MODE = "K8sJobMode"
 # SanitizeGPUResourceRequirements renames flytekit's "gpu" to the configured GPU name (default nvidia.com/gpu).
 K8S_NAMES = {"CPU": "cpu", "MEMORY": "memory", "GPU": "nvidia.com/gpu", "EPHEMERAL_STORAGE": "ephemeral-storage"}
 
@@ -212,31 +227,42 @@ def start_params(custom, added: dict) -> dict:
 
 
 def backend_ray_job(template, ray_config: dict = STOCK, platform: dict = SANDBOX_TASK_DEFAULTS,
-                    execution: Optional[Execution] = None) -> dict:
+                    execution: Optional[Execution] = None, flyte2: bool = False) -> dict:
     """ray.go BuildResource + constructRayJob: the KubeRay RayJob spec built for a task template (for `execution`:
-    what the backend creates when it runs; without one, the args keep their placeholders)."""
-    job = ParseDict(MessageToDict(template.custom), RayJob(), ignore_unknown_fields=True)  # AllowUnknownFields
+    what the backend creates when it runs; without one, the args keep their placeholders). `flyte2`: Flyte 2's
+    backend, for a template of Flyte 2's SDK (see the module's docstring)."""
+    # AllowUnknownFields (v1), UnmarshalStruct (Flyte 2)
+    job = ParseDict(MessageToDict(template.custom), Flyte2RayJob() if flyte2 else RayJob(), ignore_unknown_fields=True)
     base = task_container(template, platform, execution)
     shutdown, ttl = ray_config["shutdownAfterJobFinishes"], ray_config["ttlSecondsAfterFinished"]
     if job.shutdown_after_job_finishes:
         shutdown, ttl = True, job.ttl_seconds_after_finished
     head = job.ray_cluster.head_group_spec
-    return {
-        "entrypoint": " ".join(arg if arg != "" else "''" for arg in base["args"]),
+    extra_env = LOG_NOISE_ENV if flyte2 else []
+    built = {
+        "entrypoint": " ".join(arg if arg != "" or flyte2 else "''" for arg in base["args"]),
         "shutdownAfterJobFinishes": shutdown,
         "ttlSecondsAfterFinished": ttl,
         "runtimeEnvYAML": job.runtime_env_yaml,
         "head": {"rayStartParams": start_params(head.ray_start_params, HEAD_PARAMETERS),
-                 "pod": node_pod(base, "ray-head", HEAD_ENV, head.k8s_pod)},
+                 "pod": node_pod(base, "ray-head", HEAD_ENV + extra_env, head.k8s_pod)},
         "workers": [
             {"groupName": group.group_name,
              "replicas": group.replicas,
              "minReplicas": min(group.min_replicas, group.replicas),
              "maxReplicas": max(group.max_replicas, group.replicas),
              "rayStartParams": start_params(group.ray_start_params, WORKER_PARAMETERS),
-             "pod": node_pod(base, "ray-worker", WORKER_ENV, group.k8s_pod, lifecycle=PRE_STOP)}
+             "pod": node_pod(base, "ray-worker", WORKER_ENV + extra_env, group.k8s_pod, lifecycle=PRE_STOP)}
             for group in job.ray_cluster.worker_group_spec
         ],
         # buildSubmitterPodTemplate: the task's pod as it is (KubeRay gives its container the submit command).
         "submitter": {"pod": {"containers": [base]}},
     }
+    if flyte2:
+        for group in (built["head"], *built["workers"]):
+            group["labels"] = MANAGED_LABELS
+        built["submissionMode"] = SUBMISSION_MODE
+        built["submitter"] = {"pod": {"containers": [{"name": "ray-job-submitter", "image": base["image"],
+                                                      "resources": SUBMITTER_RESOURCES}],
+                                      "restartPolicy": "Never", "enableServiceLinks": False}}
+    return built

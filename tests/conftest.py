@@ -1,5 +1,7 @@
 import os
+import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -103,3 +105,17 @@ def command_line(pid: int) -> str:
     except OSError:
         return ""
 
+
+
+def run_leaving_nothing(argv: list, cwd: Path, env: dict, warm: bool = False,
+                        timeout: float = 240) -> subprocess.CompletedProcess:
+    """`argv` run in `cwd` with `env`; every process it leaves running, every file it leaves in /dev/shm, is a failure.
+    Warm worlds off unless `warm`: MPICH's world killed at the driver's exit while it starts leaves its shared memory
+    (README)."""
+    marker = f"RAYMPI_TEST_MARK={uuid.uuid4().hex}"
+    env = {**env, "RAYMPI_WARM_WORLDS": "1" if warm else "0", **dict([marker.split("=")])}
+    before = set(Path("/dev/shm").iterdir())
+    done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert wait_until_gone(marked_processes(marker), within=30) == set(), f"processes of {argv} outlived it"
+    assert set(Path("/dev/shm").iterdir()) - before == set(), f"{argv} left shared memory behind"
+    return done

@@ -100,6 +100,17 @@ def pods(job: dict):
     return [("launcher", job["head"]["pod"])] + [("worker", group["pod"]) for group in job["workers"]]
 
 
+def resources_of(job: dict) -> dict:
+    """Each group's container resources as MATRIX writes them ("cpu request/limit, ..."), every key in both."""
+    found = {}
+    for group, pod in pods(job):
+        resources = pod["containers"][0]["resources"]
+        assert resources["requests"].keys() == resources["limits"].keys(), group
+        found[group] = ", ".join(f"{key} {resources['requests'][key]}/{resources['limits'][key]}"
+                                 for key in resources["requests"])
+    return found
+
+
 def test_quantities_compare_as_kubernetes_does():
     assert quantity("500m") < quantity("2") and quantity("1000Mi") < quantity("1Gi")
     assert quantity("1G") < quantity("1Gi")
@@ -118,11 +129,7 @@ def test_every_pod_is_admissible(case):
 @pytest.mark.parametrize("name", list(MATRIX))
 def test_each_pod_gets_the_resources_the_readme_says(name):
     make, task_kwargs, expected = MATRIX[name]
-    job = backend_ray_job(template_of(make(), **task_kwargs))
-    for group, pod in pods(job):
-        resources = pod["containers"][0]["resources"]
-        got = ", ".join(f"{key} {resources['requests'][key]}/{resources['limits'][key]}" for key in resources["requests"])
-        assert resources["requests"].keys() == resources["limits"].keys() and got == expected[group], group
+    assert resources_of(backend_ray_job(template_of(make(), **task_kwargs))) == expected
 
 
 def test_the_merged_containers_are_the_task_container_renamed_with_our_env_appended(case):

@@ -19,11 +19,12 @@ from flytekit import map_task
 from flytekit.models.literals import LiteralMap
 
 from conftest import TESTS_DIR, command_line, marked_processes, wait_until_gone
-from ray_job import JobFailed, run_task, wait_until_accepting
+from ray_job import JobFailed, run_flyte2_task, run_task, wait_until_accepting
 from raympi.registration import registration_env
 
 JOB_CODE = TESTS_DIR / "job_code"
 sys.path.insert(0, str(JOB_CODE))  # as the job's working_dir puts it: the task module is `mpi_jobs`
+import flyte2_jobs  # noqa: E402
 import mpi_jobs  # noqa: E402
 
 
@@ -120,4 +121,24 @@ def test_a_map_tasks_element_runs_as_a_world_in_its_job(cluster, tmp_path):
     finished = run_task(cluster.dashboard_url, map_task(mpi_jobs.sum_of_ranks), {"x": [5, 6, 7]}, tmp_path,
                         JOB_CODE, env_vars=index, output_types=mpi_jobs.sum_of_ranks.python_interface.outputs)
     assert finished.outputs["o0"].split()[:2] == ["6", "13"], "element 1: x = 6 on 2 ranks (6 + 7)"
+    assert wait_until_gone(cluster.mpi_processes()) == set()
+
+
+def test_a_flyte2_task_runs_as_the_ray_job_of_flyte2s_backend(cluster, tmp_path):
+    """Flyte 2's `a0` is the job's driver: it reads the inputs, runs the world (rank 0 in a Ray worker on the worker
+    node) and writes the outputs through Flyte 2's storage."""
+    finished = run_flyte2_task(cluster.dashboard_url, flyte2_jobs.rows, {"x": 3}, tmp_path, JOB_CODE)
+    rows = [row.split() for row in finished.outputs["o0"]]
+    assert [row[0] for row in rows] == ["0/2", "1/2"]
+    assert {row[2] for row in rows} == {"9"}, "allreduce of 3 * (rank + 1)"
+    assert {row[3] for row in rows} == {"a0"}, "flyte.ctx() on every rank is the action's"
+    assert "[rank 1] rank 1 of 2 reporting" in finished.logs, "peer output is in the job's log, tagged"
+    assert wait_until_gone(cluster.mpi_processes()) == set()
+
+
+def test_a_failing_rank_fails_the_flyte2_job_naming_it(cluster, tmp_path):
+    with pytest.raises(JobFailed) as caught:
+        run_flyte2_task(cluster.dashboard_url, flyte2_jobs.failing, {"rank": 1, "failed_at": str(tmp_path / "at")},
+                        tmp_path, JOB_CODE)
+    assert "MPI rank 1" in caught.value.message and "ValueError: rank 1 gives up" in caught.value.message
     assert wait_until_gone(cluster.mpi_processes()) == set()

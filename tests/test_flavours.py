@@ -6,12 +6,11 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
 
-from conftest import TESTS_DIR, marked_processes, wait_until_gone
+from conftest import TESTS_DIR, run_leaving_nothing
 
 REPO = TESTS_DIR.parent
 JOB = TESTS_DIR / "job_code" / "flavoured.py"
@@ -23,22 +22,12 @@ FAILING_RANK = 2
 
 
 def run_job(flavour: str, argv: list, venv: Path = None) -> subprocess.CompletedProcess:
-    """`argv` run by the flavour's venv (or `venv`) with RAYMPI_TEST_FLAVOUR=flavour; every process it leaves
-    running is a failure."""
+    """`argv` run by the flavour's venv (or `venv`) with RAYMPI_TEST_FLAVOUR=flavour, leaving nothing."""
     bin_dir = (venv or VENVS[flavour]) / "bin"
     assert (bin_dir / "python").exists(), f"{bin_dir.parent} is missing: `make test` builds it"
-    marker = uuid.uuid4().hex
-    # Warm worlds off: a world killed at the driver's exit while it starts leaves its shared memory (README).
-    env = {**os.environ, "RAYMPI_TEST_FLAVOUR": flavour, "RAYMPI_TEST_MARK": marker, "RAYMPI_WARM_WORLDS": "0",
-           "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    env = {**os.environ, "RAYMPI_TEST_FLAVOUR": flavour, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
     env.pop("PYTHONPATH", None)
-    before = set(Path("/dev/shm").iterdir())
-    done = subprocess.run([str(bin_dir / argv[0]), *argv[1:]], cwd=JOB.parent, env=env, capture_output=True,
-                          text=True, timeout=240)
-    assert wait_until_gone(marked_processes(f"RAYMPI_TEST_MARK={marker}"), within=30) == set(), \
-        f"processes of the {flavour} job outlived it"
-    assert set(Path("/dev/shm").iterdir()) - before == set(), f"the {flavour} job left shared memory behind"
-    return done
+    return run_leaving_nothing([str(bin_dir / argv[0]), *argv[1:]], JOB.parent, env)
 
 
 def run_case(flavour: str, case: str, out: Path):

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import List, Tuple
 
+from failing_rank import fail_while_the_others_wait
 from flytekit import current_context, task, workflow
 from flytekit.types.file import FlyteFile
 from flytekitplugins.raympi import RayMPIJob
@@ -35,15 +36,7 @@ def world(x: int, data: FlyteFile) -> Tuple[List[str], FlyteFile]:
 
 @task(task_config=RayMPIJob(slots=4, flavour=FLAVOUR))
 def failing(rank: int, failed_at: str) -> int:
-    """`rank` raises (noting when in `failed_at`) while the others wait in a barrier."""
-    from mpi4py import MPI
-
-    comm = MPI.COMM_WORLD
-    if comm.rank == rank:
-        Path(failed_at).write_text(str(time.time()))
-        raise ValueError(f"rank {rank} gives up")
-    comm.barrier()
-    return comm.rank
+    return fail_while_the_others_wait(rank, failed_at)
 
 
 @task(task_config=RayMPIJob(slots=2, flavour=FLAVOUR, mpirun_args=["--no-such-flag"]))

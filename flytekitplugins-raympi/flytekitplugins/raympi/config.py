@@ -4,10 +4,10 @@ Validated by pydantic when the task is decorated: a bad value fails there, namin
 it accepts.
 """
 
+import sys
 import warnings
-from dataclasses import fields
 from enum import Enum
-from typing import Annotated, Dict, List, Literal, Optional
+from typing import Annotated, Any, Dict, List, Literal, Optional
 
 from flytekit import Resources
 from pydantic import AfterValidator, ConfigDict, Field, StrictInt, StrictStr, ValidationInfo, model_validator
@@ -15,7 +15,7 @@ from pydantic.dataclasses import dataclass
 
 from raympi.flavours import FLAVOURS
 
-from .quantities import quantity
+from .quantities import KUBERNETES_NAMES, kubernetes_quantities, quantity, resource_fields
 
 _STRICT = ConfigDict(arbitrary_types_allowed=True, extra="forbid", strict=True)
 
@@ -30,28 +30,44 @@ def _no_command(command):
 NoCommand = Annotated[Optional[List[str]], AfterValidator(_no_command)]
 
 
-def _single_quantities(group: str):
-    """A check that `group`'s requests or limits give one Kubernetes quantity per resource: flytekit's Resources
-    also takes a (request, limit) pair, meant for `@task(resources=...)`, and any text."""
-    def check(resources: Optional[Resources], info: ValidationInfo) -> Optional[Resources]:
-        for field in fields(Resources):
-            value = getattr(resources, field.name, None)
+def _resources(group: str):
+    """A check that `group`'s requests or limits are a `Resources` of either Flyte SDK giving one Kubernetes quantity
+    per resource: both also take a (request, limit) pair, meant for the task's own resources, and flytekit any text."""
+    def check(resources, info: ValidationInfo):
+        if resources is None:
+            return None
+        where = f"{group}.{info.field_name}"
+        if not _is_resources(resources):
+            raise ValueError(f"{where}={resources!r}: give a Resources (flytekit.Resources or flyte.Resources)")
+        for field, value in resource_fields(resources).items():
             if isinstance(value, (list, tuple)):
                 raise ValueError(
-                    f"{group}.{info.field_name}.{field.name}={value!r}: a (request, limit) pair is not supported "
-                    f"here; give the request in requests=Resources({field.name}={value[0]!r}) and the limit in "
-                    f"limits=Resources({field.name}={value[1]!r})")
-            if value is not None:
-                try:
-                    quantity(value)
-                except ValueError as error:
-                    raise ValueError(f"{group}.{info.field_name}.{field.name}={value!r}: {error}") from None
+                    f"{where}.{field}={value!r}: a (request, limit) pair is not supported here; give the request "
+                    f"in requests=Resources({field}={value[0]!r}) and the limit in limits=Resources({field}="
+                    f"{value[1]!r})")
+            if field not in KUBERNETES_NAMES:
+                raise ValueError(f"{where}.{field}={value!r} is not supported in RayMPIJob: give cpu, memory, a GPU "
+                                 "count or ephemeral storage")
+            if field == "gpu" and not str(value).isdigit():
+                raise ValueError(f"{where}.gpu={value!r} is not supported in RayMPIJob: give a GPU count (gpu=2); "
+                                 "a GPU type or partition is not")
+            try:
+                quantity(value)
+            except ValueError as error:
+                raise ValueError(f"{where}.{field}={value!r}: {error}") from None
         return resources
     return check
 
 
-LauncherResources = Annotated[Optional[Resources], AfterValidator(_single_quantities("launcher"))]
-WorkerResources = Annotated[Optional[Resources], AfterValidator(_single_quantities("worker"))]
+def _is_resources(value) -> bool:
+    if isinstance(value, Resources):
+        return True
+    flyte = sys.modules.get("flyte")  # a flyte.Resources exists only where flyte was imported
+    return flyte is not None and isinstance(value, flyte.Resources)
+
+
+LauncherResources = Annotated[Optional[Any], AfterValidator(_resources("launcher"))]
+WorkerResources = Annotated[Optional[Any], AfterValidator(_resources("worker"))]
 
 
 class RestartPolicy(Enum):
@@ -183,8 +199,9 @@ class RayMPIJob:
     @property
     def gpus_per_worker(self) -> int:
         for resources in (self.worker.limits, self.worker.requests):
-            if resources is not None and resources.gpu is not None:
-                return int(resources.gpu)
+            gpus = kubernetes_quantities(resources).get(KUBERNETES_NAMES["gpu"])
+            if gpus is not None:
+                return int(gpus)
         return 0
 
     @property
@@ -212,16 +229,14 @@ class RayMPIJob:
 
 def _check_limits(name: str, group) -> None:
     """Each request at most its limit, a GPU's equal to it, as Kubernetes admits a pod (ValidateResourceRequirements)."""
-    for field in fields(Resources):
-        asked, capped = (getattr(r, field.name) if r is not None else None for r in (group.requests, group.limits))
-        if asked is None or capped is None:
-            continue
-        if field.name == "gpu" and quantity(asked) != quantity(capped):
-            raise ValueError(f"{name}.requests.gpu={asked} but {name}.limits.gpu={capped}: Kubernetes needs a GPU "
-                             "limit equal to its request; give the GPU count once, in requests or limits")
-        if quantity(asked) > quantity(capped):
-            raise ValueError(f"{name}.requests.{field.name}={asked!r} is above {name}.limits.{field.name}="
-                             f"{capped!r}: Kubernetes refuses such a pod; raise the limit or lower the request")
+    asked, capped = resource_fields(group.requests), resource_fields(group.limits)
+    for field in asked.keys() & capped.keys():
+        if field == "gpu" and quantity(asked[field]) != quantity(capped[field]):
+            raise ValueError(f"{name}.requests.gpu={asked[field]} but {name}.limits.gpu={capped[field]}: Kubernetes "
+                             "needs a GPU limit equal to its request; give the GPU count once, in requests or limits")
+        if quantity(asked[field]) > quantity(capped[field]):
+            raise ValueError(f"{name}.requests.{field}={asked[field]!r} is above {name}.limits.{field}="
+                             f"{capped[field]!r}: Kubernetes refuses such a pod; raise the limit or lower the request")
 
 
 def _check_cluster_lifetime(job: RayMPIJob) -> None:

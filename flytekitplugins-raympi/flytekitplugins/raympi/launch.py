@@ -5,12 +5,15 @@ its outputs."""
 import ipaddress
 import logging
 import os
+import queue
 import socket
 import sys
+import threading
 import time
 import uuid
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Callable, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Optional, Set, Tuple
 
 import cloudpickle
 import psutil
@@ -30,7 +33,8 @@ from . import blobs, warm
 from .config import ActiveDeadlineExceeded, RayMPIJob
 from .deck import world_deck
 from .flytekit_internals import checkpoint_locations, write_deck
-from .ranks import PEER_ENTRY, Assignment, literals_from_bytes, literals_to_bytes, remove_working_dirs, run_rank0
+from .ranks import (PEER_ENTRY, Assignment, Rank0Result, literals_from_bytes, literals_to_bytes, remove_working_dirs,
+                    run_rank0)
 
 # A failed MPI world is not retried by Ray: Flyte's `retries` decide that.
 _RANK0 = ray.remote(max_retries=0)(run_rank0)
@@ -54,7 +58,39 @@ _connected: Optional[_Ray] = None
 
 
 def run(task, ctx: FlyteContext, inputs: LiteralMap) -> LiteralMap:
-    config: RayMPIJob = task.task_config
+    """Run a flytekit task as an MPI world; its outputs as rank 0 made them, its decks and the world's added."""
+    params = ctx.user_space_params
+    marks: Dict[str, float] = {}
+
+    def assign(run_id: str, driver_node: str) -> Assignment:
+        return Assignment(task=task, inputs=literals_to_bytes(inputs),
+                          raw_output_prefix=ctx.file_access.raw_output_prefix,
+                          output_metadata_prefix=params.output_metadata_prefix, checkpoint=_checkpoint(params),
+                          mode=ctx.execution_state.mode, execution_id=params.execution_id, task_id=params.task_id,
+                          driver_node=driver_node, run_id=run_id)
+
+    try:
+        outputs, files, decks, ranks = run_world(task.task_config, task.name, assign, task.enable_deck,
+                                                 _deadline(task), marks)
+    except Exception as error:
+        if getattr(error, "mpi_world", None):  # rank 0 ran a task with decks
+            params.decks.append(world_deck(error.mpi_world, marks, failure(error)))
+            _output_local_decks(task, ctx)
+        raise
+    # Rank 0's decks are the task's: on a cluster flytekit's entrypoint writes them after the task, as for any task.
+    params.decks.extend(Deck(name, html, auto_add_to_deck=False) for name, html in decks.items())
+    if ranks:
+        params.decks.append(world_deck(ranks, marks, failure=None))
+    _output_local_decks(task, ctx)
+    return literals_from_bytes(blobs.unpack(outputs, files, ctx.file_access.get_random_local_directory()))
+
+
+def run_world(config: RayMPIJob, name: str, assign: Callable[[str, str], Any], observed: bool,
+              deadline: Tuple[Optional[float], str], marks: Dict[str, float]) -> Rank0Result:
+    """Run a task named `name` as the MPI world `config` asks for, in either Flyte SDK: what rank 0 returns (see
+    ranks.run_rank0). `assign(run_id, driver_node)` makes the assignment every rank runs (see ranks.Assignment);
+    `observed`: the world keeps its ranks' output and marks for a deck; `deadline`: (seconds or None, the setting
+    that gave it). `marks` gets the driver's timeline ("called", "placement reserved"), also when the world fails."""
     connected = _connect(config)
     embedded = connected is not None and connected.address is None
     # On a cluster each worker is a node of its own, as in an MPIJob. An embedded Ray is one node: one bundle for
@@ -62,62 +98,41 @@ def run(task, ctx: FlyteContext, inputs: LiteralMap) -> LiteralMap:
     # share) and picks by its local rank.
     bundles, ranks_per_bundle = (1, config.world_size) if embedded else (config.workers, config.slots)
     resource = "GPU" if config.gpus_per_worker else "CPU"
-    called = time.time()
+    marks["called"] = time.time()
     reservation = placement_group([{resource: ranks_per_bundle}] * bundles, strategy="STRICT_SPREAD")
-    params = ctx.user_space_params
     try:
         _wait_for(reservation, config, bundles, resource, ranks_per_bundle)
-        ray_marks = {"called": called, "placement reserved": time.time()}  # for the "MPI world" deck
+        marks["placement reserved"] = time.time()
         runtime_env = _runtime_env(config, raympi.placement(reservation, ranks_per_bundle, config.runtime_env),
                                    embedded)
-        assignment = Assignment(
-            task=task,
-            inputs=literals_to_bytes(inputs),
-            raw_output_prefix=ctx.file_access.raw_output_prefix,
-            output_metadata_prefix=params.output_metadata_prefix,
-            checkpoint=_checkpoint(params),
-            mode=ctx.execution_state.mode,
-            execution_id=params.execution_id,
-            task_id=params.task_id,
-            driver_node=ray.get_runtime_context().get_node_id(),
-            run_id=uuid.uuid4().hex,
-        )
-        args = (list(sys.path), cloudpickle.dumps(assignment), task.enable_deck)
+        assignment = assign(uuid.uuid4().hex, ray.get_runtime_context().get_node_id())
+        args = (list(sys.path), cloudpickle.dumps(assignment), observed)
         mpi = runtime_env["mpi"]
         warm_up = embedded and resource == "CPU" and warm.enabled()
         with warm.taken(runtime_env if warm_up else None) as world:
             try:
                 if world is None:
                     call = _RANK0.options(
-                        name=f"{task.name} (MPI rank 0)",
+                        name=f"{name} (MPI rank 0)",
                         num_cpus=ranks_per_bundle if resource == "CPU" else 0,
                         num_gpus=ranks_per_bundle if resource == "GPU" else 0,
                         runtime_env=runtime_env,
                         scheduling_strategy=PlacementGroupSchedulingStrategy(reservation,
                                                                              placement_group_bundle_index=0),
                     ).remote(*args)
-                    outputs, files, decks, ranks = _result(call, mpi, task, stop=lambda: ray.cancel(call, force=True))
+                    result = _result(call, mpi, deadline, stop=lambda: ray.cancel(call, force=True))
                 else:
-                    outputs, files, decks, ranks = _result(world.run_whole_world.remote(*args), mpi, task,
-                                                           stop=lambda: ray.kill(world))
+                    result = _result(world.run_whole_world.remote(*args), mpi, deadline, stop=lambda: ray.kill(world))
             except raympi.MPIWorldStartError:
                 raise  # no rank ran: no working directory to remove
-            except Exception as error:
-                if getattr(error, "mpi_world", None):  # rank 0 ran a task with decks
-                    params.decks.append(world_deck(error.mpi_world, ray_marks, _failure(error)))
-                    _output_local_decks(task, ctx)
+            except Exception:
                 _remove_working_dirs(reservation, assignment.run_id)
                 raise
     finally:
         remove_placement_group(reservation)
     if warm_up:
-        warm.start(runtime_env, name=f"{task.name} (MPI rank 0, warm)")
-    # Rank 0's decks are the task's: on a cluster flytekit's entrypoint writes them after the task, as for any task.
-    params.decks.extend(Deck(name, html, auto_add_to_deck=False) for name, html in decks.items())
-    if ranks:
-        params.decks.append(world_deck(ranks, ray_marks, failure=None))
-    _output_local_decks(task, ctx)
-    return literals_from_bytes(blobs.unpack(outputs, files, ctx.file_access.get_random_local_directory()))
+        warm.start(runtime_env, name=f"{name} (MPI rank 0, warm)")
+    return result
 
 
 def _output_local_decks(task, ctx: FlyteContext) -> None:
@@ -129,7 +144,7 @@ def _output_local_decks(task, ctx: FlyteContext) -> None:
         logger.warning(f"{task.name.split('.')[-1]}: the task's decks (the MPI world's among them) are in file://{path}")
 
 
-def _failure(error: Exception) -> Tuple[int, str]:
+def failure(error: Exception) -> Tuple[int, str]:
     """Which rank failed a world, and how rank 0 ended."""
     cause = error.cause if isinstance(error, RayTaskError) else error
     if isinstance(cause, raympi.MPIRankError) and cause.rank != 0:
@@ -156,8 +171,8 @@ def _remove_working_dirs(reservation, run_id: str) -> None:
     ray.wait(removals, num_returns=len(removals), timeout=_REMOVAL_TIMEOUT_S)
 
 
-def _result(ref, mpi: dict, task, stop: Callable[[], None]):
-    seconds, limit = _deadline(task)
+def _result(ref, mpi: dict, deadline: Tuple[Optional[float], str], stop: Callable[[], None]) -> Rank0Result:
+    seconds, limit = deadline
     try:
         return raympi.get(ref, mpi, timeout=seconds)
     except GetTimeoutError:
@@ -168,11 +183,14 @@ def _result(ref, mpi: dict, task, stop: Callable[[], None]):
 
 
 def _deadline(task) -> Tuple[Optional[float], str]:
-    """The sooner of run_policy.active_deadline_seconds and the task's Flyte timeout (which the Flyte
-    backend enforces on a cluster, and flytekit's local runs would ignore)."""
     timeout = task.metadata.timeout
-    limits = [(task.task_config.active_deadline_seconds, "run_policy.active_deadline_seconds"),
-              (timeout.total_seconds() if timeout else None, "timeout")]
+    return deadline(task.task_config, timeout.total_seconds() if timeout else None)
+
+
+def deadline(config: RayMPIJob, timeout: Optional[float]) -> Tuple[Optional[float], str]:
+    """The sooner of run_policy.active_deadline_seconds and the task's Flyte `timeout` in seconds (which the Flyte
+    backend enforces on a cluster, and local runs would ignore), with the setting's name."""
+    limits = [(config.active_deadline_seconds, "run_policy.active_deadline_seconds"), (timeout, "timeout")]
     return min(((s, name) for s, name in limits if s is not None), default=(None, ""))
 
 
@@ -207,16 +225,47 @@ def _connect(config: RayMPIJob) -> Optional[_Ray]:
         logger.warning(f"RayMPIJob: {leaving}")
         ray.shutdown()
     if address:
-        ray.init(address=address, runtime_env=_code_env(), logging_level=logging.WARNING)
+        _from_a_lasting_thread(ray.init, address=address, runtime_env=_code_env(), logging_level=logging.WARNING)
         _connected = _Ray(address, ray.get_runtime_context().gcs_address)
         return _connected
     if current is not None and current.address is None:  # restarted: with all it had, not to restart again
         cpus, gpus = max(cpus, current.cpus), max(gpus, current.gpus)
     cpus = max(os.cpu_count() or 1, cpus)
-    raympi.init_ray(address="local", num_cpus=cpus, num_gpus=gpus, include_dashboard=False,
-                    logging_level=logging.WARNING)
+    _from_a_lasting_thread(raympi.init_ray, address="local", num_cpus=cpus, num_gpus=gpus, include_dashboard=False,
+                           logging_level=logging.WARNING)
     _connected = _Ray(None, ray.get_runtime_context().gcs_address, cpus, gpus)
     return _connected
+
+
+def _from_a_lasting_thread(connect: Callable[..., Any], **kwargs) -> None:
+    """`connect(**kwargs)`, from a thread that lives as long as this process: once the thread that connected to Ray
+    has ended, Ray 2.60's ray.shutdown() (its exit hook's too) waits 15 s for its task event buffer. Flyte 2 runs a
+    task on threads that end before the process does."""
+    global _connections
+    if threading.current_thread() is threading.main_thread():
+        connect(**kwargs)
+        return
+    with _connections_lock:
+        if _connections is None:
+            _connections = queue.SimpleQueue()
+            threading.Thread(target=_connect_when_asked, args=(_connections,), name="raympi-ray-connection",
+                             daemon=True).start()
+    done: Future = Future()
+    _connections.put((connect, kwargs, done))
+    done.result()
+
+
+_connections: Optional[queue.SimpleQueue] = None
+_connections_lock = threading.Lock()
+
+
+def _connect_when_asked(calls: queue.SimpleQueue) -> None:
+    while True:
+        connect, kwargs, done = calls.get()
+        try:
+            done.set_result(connect(**kwargs))
+        except BaseException as error:  # noqa: B036 -- the caller's, raised there
+            done.set_exception(error)
 
 
 def _current() -> Optional[_Ray]:

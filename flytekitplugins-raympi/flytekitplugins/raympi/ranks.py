@@ -1,6 +1,10 @@
-"""What the ranks of a RayMPIJob run: rank 0 (a Ray task in the MPI world) runs the task as flytekit
-would and produces its outputs; ranks 1..N-1 run the same function on the same inputs, each in a
-flytekit context of its own, and their return values are discarded."""
+"""What the ranks of a RayMPIJob run: rank 0 (a Ray task in the MPI world) shares the driver's assignment with the
+peers and runs its rank 0 part, which produces the task's outputs; ranks 1..N-1 run the same function on the same
+inputs, each in a context of its own, and their return values are discarded.
+
+An assignment is what either Flyte SDK makes of a call (here flytekit's; flyteplugins.raympi's for Flyte 2): a
+picklable object with `run_id` and `driver_node`, whose `rank0(observed)` returns a Rank0Result and `peer(rank)`
+runs a peer."""
 
 import functools
 import glob
@@ -42,7 +46,7 @@ ACCELERATOR_VARS = ("_VISIBLE_DEVICES", "_VISIBLE_CORES", "_VISIBLE_CHIPS")
 
 @dataclass
 class Assignment:
-    """Everything a rank needs to run the task, from the driver, as the driver's context had it."""
+    """Everything a rank needs to run a flytekit task, from the driver, as the driver's context had it."""
 
     task: PythonFunctionTask
     inputs: bytes  # a serialized flyteidl LiteralMap
@@ -54,6 +58,40 @@ class Assignment:
     task_id: Any
     driver_node: str  # Ray node ID of the driver
     run_id: str  # in the name of every rank's working directory: see remove_working_dirs
+
+    def rank0(self, observed: bool) -> "Rank0Result":
+        """Run the task as flytekit would and produce its outputs (written under the raw output prefix from this
+        node) as a serialized LiteralMap; in a local run on another node than the driver's the local files they refer
+        to (see blobs.py); its decks ({name: html}) and, for a task with decks, the world's ranks."""
+        import ray
+
+        kept: Set[str] = set()
+        with rank_context(self, 0, kept) as ctx:
+            if observed:
+                report_for_deck()
+            outputs = literals_to_bytes(run_as_flytekit(self.task, ctx, literals_from_bytes(self.inputs)))
+            ranks = observed_result(observed)
+            decks = {deck.name: deck.html for deck in ctx.user_space_params.decks}
+            files = {}
+            if ctx.execution_state.is_local_execution():
+                if ray.get_runtime_context().get_node_id() != self.driver_node:
+                    files = blobs.pack(outputs)
+                else:  # a local run's file outputs stay where rank 0 wrote them, as in flytekit's own local runs
+                    kept.update(blobs.local_paths(outputs))
+            return outputs, files, decks, ranks
+
+    def peer(self, rank: int) -> None:
+        """Run the same function on the same inputs as rank 0, discarding what it returns."""
+        task = self.task
+        with rank_context(self, rank, kept=set()) as ctx:
+            inputs = TypeEngine.literal_map_to_kwargs(ctx, literals_from_bytes(self.inputs),
+                                                      task.python_interface.inputs)
+            if task.enable_deck:
+                report_for_deck()
+            try:
+                task.execute(**inputs)
+            except IgnoreOutputs:
+                logger.debug("rank %d ignores its outputs", rank)
 
 
 def literals_to_bytes(literals: LiteralMap) -> bytes:
@@ -86,15 +124,11 @@ def _leaving_no_flytekit_dirs(rank_entry):
 
 @_leaving_no_flytekit_dirs
 def run_rank0(sys_path: List[str], payload: bytes, observed: bool) -> Rank0Result:
-    """The Ray task that is rank 0: share the assignment with the peers, run the task, return its outputs
-    (written under the raw output prefix from this node) as a serialized LiteralMap, in a local run on
-    another node than the driver's the local files they refer to (see blobs.py), its decks ({name: html}) and, for
-    a task with decks, the world's ranks (raympi.world.view; also on its errors, as `mpi_world`).
+    """The Ray task that is rank 0: share the assignment with the peers and run its rank 0 (see Assignment.rank0).
 
-    `payload` is the pickled Assignment; `sys_path` is where the driver found the task's module
+    `payload` is the pickled assignment; `sys_path` is where the driver found the task's module
     (`pyflyte run wf.py` imports wf from a path only the driver's sys.path has); `observed`: the task has decks,
     told apart from the payload so that the world keeps its ranks' output before any peer can run (or fail)."""
-    import ray
     from mpi4py import MPI
 
     from raympi import mpi_init
@@ -103,24 +137,7 @@ def run_rank0(sys_path: List[str], payload: bytes, observed: bool) -> Rank0Resul
     if observed:
         world.keep_output(DECK_OUTPUT_CHARS)
     MPI.COMM_WORLD.Ibarrier().Wait()  # see _wait_for_the_call
-    assignment = _load(MPI.COMM_WORLD.bcast((sys_path, payload), root=0))
-    kept: Set[str] = set()
-    with rank_context(assignment, 0, kept) as ctx:
-        if observed:
-            _report_for_deck()
-        outputs = literals_to_bytes(
-            run_as_flytekit(assignment.task, ctx, literals_from_bytes(assignment.inputs)))
-        if observed:
-            world.mark("ended")
-        ranks = world.view(wait_for_peers=True) if observed else None
-        decks = {deck.name: deck.html for deck in ctx.user_space_params.decks}
-        files = {}
-        if ctx.execution_state.is_local_execution():
-            if ray.get_runtime_context().get_node_id() != assignment.driver_node:
-                files = blobs.pack(outputs)
-            else:  # a local run's file outputs stay where rank 0 wrote them, as in flytekit's own local runs
-                kept.update(blobs.local_paths(outputs))
-        return outputs, files, decks, ranks
+    return _load(MPI.COMM_WORLD.bcast((sys_path, payload), root=0)).rank0(observed)
 
 
 @_leaving_no_flytekit_dirs
@@ -129,16 +146,15 @@ def run_peer() -> None:
     from mpi4py import MPI
 
     _wait_for_the_call(MPI.COMM_WORLD)
-    assignment = _load(MPI.COMM_WORLD.bcast(None, root=0))
-    task = assignment.task
-    with rank_context(assignment, MPI.COMM_WORLD.rank, kept=set()) as ctx:
-        inputs = TypeEngine.literal_map_to_kwargs(ctx, literals_from_bytes(assignment.inputs), task.python_interface.inputs)
-        if task.enable_deck:
-            _report_for_deck()
-        try:
-            task.execute(**inputs)
-        except IgnoreOutputs:
-            logger.debug("rank %d ignores its outputs", MPI.COMM_WORLD.rank)
+    _load(MPI.COMM_WORLD.bcast(None, root=0)).peer(MPI.COMM_WORLD.rank)
+
+
+def observed_result(observed: bool) -> Optional[List[dict]]:
+    """What rank 0 returns of the world, once its body ended: its ranks (raympi.world.view) if `observed`."""
+    if not observed:
+        return None
+    world.mark("ended")
+    return world.view(wait_for_peers=True)
 
 
 class World:
@@ -157,7 +173,7 @@ class World:
         return os.getppid()
 
 
-def _report_for_deck() -> None:
+def report_for_deck() -> None:
     """What this rank tells the "MPI world" deck of itself (see deck.py), as its task's body starts."""
     world.mark("started", at=_process_start())
     world.tell("accelerators", {name: value for name, value in os.environ.items() if name.endswith(ACCELERATOR_VARS)})

@@ -6,24 +6,22 @@ has the `mpi` runtime env registered. Pod specs are plain dicts: no `kubernetes`
 What the backend makes of this spec (Flyte 1.16) is pinned down in tests/test_backend_conformance.py.
 """
 
-from typing import Dict, Optional
+from typing import AbstractSet, Dict, Optional
 
 import yaml
 from flyteidl.core.tasks_pb2 import K8sPod
 from flyteidl.plugins.ray_pb2 import HeadGroupSpec, RayCluster, RayJob, WorkerGroupSpec
-from flytekit import Resources
-from flytekit.core.resources import ResourceSpec
 from google.protobuf.json_format import MessageToDict, ParseDict
 from google.protobuf.struct_pb2 import Struct
 
 from raympi.registration import PLUGIN_ENV
 
 from .config import RayMPIJob
+from .quantities import kubernetes_quantities
 
 HEAD_CONTAINER = "ray-head"
 WORKER_CONTAINER = "ray-worker"
 WORKER_GROUP = "mpi-workers"
-_QUANTITY_NAMES = {"cpu": "cpu", "mem": "memory", "gpu": "nvidia.com/gpu", "ephemeral_storage": "ephemeral-storage"}
 # The head runs Ray's GCS, dashboard and agents beside the task's driver: under the Flyte sandbox's default limit
 # (1Gi) Ray's memory monitor kills the driver's job (tests/test_as_deployed.py saw it). A launcher given no memory
 # gets this, as request and limit. A CPU worker given no CPU gets its slots (the platform default, 500m on the
@@ -31,18 +29,18 @@ _QUANTITY_NAMES = {"cpu": "cpu", "mem": "memory", "gpu": "nvidia.com/gpu", "ephe
 LAUNCHER_MEMORY = "2Gi"
 
 
-def ray_job_custom(config: RayMPIJob, task_resources: Optional[ResourceSpec] = None) -> Dict:
-    """The task template's `custom`: `MessageToDict` of the flyteidl `RayJob`."""
+def ray_job_custom(config: RayMPIJob, task_resources: AbstractSet[str] = frozenset()) -> Dict:
+    """The task template's `custom`: `MessageToDict` of the flyteidl `RayJob`, which is also the JSON of Flyte 2's
+    (flyteidl2's RayJob has the same fields: tests/test_flyte2.py)."""
     return MessageToDict(ray_job(config, task_resources))
 
 
-def ray_job(config: RayMPIJob, task_resources: Optional[ResourceSpec] = None) -> RayJob:
-    """`task_resources`: the task's own (`@task(requests=..., limits=...)`), which the pods get where the config
-    names no other."""
+def ray_job(config: RayMPIJob, task_resources: AbstractSet[str] = frozenset()) -> RayJob:
+    """`task_resources`: the Kubernetes resources the task's own requests or limits name (`@task(requests=...,
+    limits=...)`, `TaskEnvironment(resources=...)`), which the pods get where the config names no other."""
     launcher, worker = config.launcher, config.worker
     slots = str(config.slots)
-    own = task_resources or ResourceSpec(requests=Resources(), limits=Resources())
-    named = {*_quantities(own.requests), *_quantities(own.limits)}
+    named = task_resources
     worker_start_params = {"num-gpus": slots} if config.gpus_per_worker else {"num-cpus": slots}
     return RayJob(
         ray_cluster=RayCluster(
@@ -76,8 +74,7 @@ def _cluster_lifetime(config: RayMPIJob) -> Dict:
     return {"shutdown_after_job_finishes": True, "ttl_seconds_after_finished": config.cluster_ttl or 0}
 
 
-def _pod(container_name: str, image: Optional[str], requests: Optional[Resources],
-         limits: Optional[Resources], default: Dict[str, str]) -> K8sPod:
+def _pod(container_name: str, image: Optional[str], requests, limits, default: Dict[str, str]) -> K8sPod:
     container = {"name": container_name, "env": [{"name": k, "value": v} for k, v in PLUGIN_ENV.items()]}
     if image:
         container["image"] = image
@@ -87,23 +84,12 @@ def _pod(container_name: str, image: Optional[str], requests: Optional[Resources
     return K8sPod(pod_spec=ParseDict({"containers": [container]}, Struct()))
 
 
-def _requests_and_limits(requests: Optional[Resources], limits: Optional[Resources],
-                         default: Dict[str, str]) -> Dict:
+def _requests_and_limits(requests, limits, default: Dict[str, str]) -> Dict:
     """Every key in both, the side not given copied from the other (per key; flytekit-ray does it per set), and
     `default`'s keys where neither gives them.
     The backend merges them key by key over its own container's, whose limits are its requests (the platform
     default unless the task sets them): a key on one side only would meet that default on the other (cpu
     request 2, limit 500m), and a GPU limit must equal its request."""
-    asked, capped = _quantities(requests), _quantities(limits)
+    asked, capped = kubernetes_quantities(requests), kubernetes_quantities(limits)
     asked |= {name: value for name, value in default.items() if name not in asked and name not in capped}
     return {"requests": {**capped, **asked}, "limits": {**asked, **capped}} if asked or capped else {}
-
-
-def _quantities(resources: Optional[Resources]) -> Dict[str, str]:
-    if resources is None:
-        return {}
-    return {
-        name: str(getattr(resources, field))
-        for field, name in _QUANTITY_NAMES.items()
-        if getattr(resources, field) is not None
-    }

@@ -11,6 +11,7 @@ from flytekit.models.literals import LiteralMap
 from raympi import world
 
 from .config import RayMPIJob
+from .quantities import resource_names
 from .spec import ray_job_custom
 
 
@@ -21,7 +22,8 @@ class RayMPIFunctionTask(PythonFunctionTask[RayMPIJob]):
         super().__init__(task_config=task_config, task_function=task_function, task_type=self._TASK_TYPE, **kwargs)
 
     def get_custom(self, settings: SerializationSettings) -> Dict[str, Any]:
-        return ray_job_custom(self.task_config, self.resources)
+        own = self.resources
+        return ray_job_custom(self.task_config, resource_names(own.requests) | resource_names(own.limits))
 
     def dispatch_execute(self, ctx: FlyteContext, input_literal_map: LiteralMap) -> LiteralMap:
         """Run as rank 0 of an MPI world on Ray, which executes the task the way flytekit would."""
