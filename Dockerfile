@@ -1,8 +1,8 @@
 # The Ray node image for KubeRay (head and workers) of RayMPIJob tasks: Python, Ray with what KubeRay needs
-# (ray[default]; bash and wget for its probes), one MPI flavour and mpi4py from PyPI, torch (CPU), this package,
-# and the `mpi` runtime env registered; with Open MPI (the default flavour) also Horovod, built by
-# scripts/install-horovod.sh (the recipe `make test` runs). No sshd and no ssh keys: Ray starts the MPI launcher,
-# nothing logs in over ssh.
+# (ray[default]; bash and wget for its probes), one MPI flavour and mpi4py from PyPI, torch (CPU), this package with
+# both Flyte SDKs (flytekit, and flyte: a Flyte 2 task runs `a0`), and the `mpi` runtime env registered; with Open MPI
+# (the default flavour) also Horovod, built by scripts/install-horovod.sh (the recipe `make test` runs). No sshd and
+# no ssh keys: Ray starts the MPI launcher, nothing logs in over ssh.
 #
 #   docker build -t raympi-horovod .
 #   docker build --build-arg MPI_FLAVOUR=mpich -t raympi-mpich .     # or impi: RayMPIJob(flavour=...) must match
@@ -29,7 +29,7 @@ ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/venv \
     && pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "torch==${TORCH_VERSION}"
 COPY . /src
-RUN pip install "/src[${MPI_FLAVOUR}]" \
+RUN pip install "/src[${MPI_FLAVOUR},flyte2]" \
     && if [ "${MPI_FLAVOUR}" = openmpi ]; then \
         pip install "/src[horovod]" && /src/scripts/install-horovod.sh /opt/venv/bin/python; fi
 

@@ -11,12 +11,14 @@ store is moto's S3 server, named and keyed as the Flyte sandbox's object store (
 9000`, keys in every pod's env, as the sandbox's default-env-vars put them). Pods share nothing with this host.
 
     python -m scripts.container_cluster examples/pi.py estimate_pi samples=100000
+    python -m scripts.container_cluster examples/pi_flyte2.py estimate_pi samples=100000   # Flyte 2's, by its backend
 
 Modelled, not real: Kubernetes, the Flyte backend and KubeRay's operator (their Go code, in the model modules).
 `ulimit -n 65536` fails in these containers (this machine's hard limit is lower): Ray runs with the limit it has.
 """
 
 import argparse
+import asyncio
 import importlib
 import json
 import math
@@ -30,13 +32,21 @@ import time
 import urllib.request
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from flyte._code_bundle.bundle import build_code_bundle
+from flyte._internal.runtime.convert import convert_from_native_to_inputs
+from flyte._internal.runtime.task_serde import get_proto_task
+from flyte.models import CodeBundle, SerializationContext
 from flyteidl.core import errors_pb2, literals_pb2
+from flyteidl2.core.execution_pb2 import ErrorDocument
+from flyteidl2.task.common_pb2 import Outputs
 from flytekit import FlyteContextManager
 from flytekit.configuration import (DataConfig, FastSerializationSettings, ImageConfig, S3Config,
                                     SerializationSettings)
+from flytekit.core.base_task import PythonTask
 from flytekit.core.data_persistence import FileAccessProvider
 from flytekit.core.type_engine import TypeEngine
 from flytekit.core.utils import write_proto_to_file
@@ -44,7 +54,7 @@ from flytekit.tools.fast_registration import fast_package
 from flytekit.tools.translator import get_serializable
 
 from scripts import kuberay
-from scripts.flyte_backend import Execution, backend_ray_job, quantity
+from scripts.flyte_backend import Execution, Flyte2Execution, backend_ray_job, quantity
 from scripts.images import node_image, podman, s3_image
 
 SUBNET = "10.214.{}"
@@ -74,9 +84,9 @@ class TaskRun:
     """A task's run as deployed: what the submitter did, and what the task left in the object store."""
 
     finished: Finished
-    outputs: Optional[Any]  # the LiteralMap of outputs.pb, or None
+    outputs: Optional[Any]  # outputs.pb (flytekit's LiteralMap, Flyte 2's Outputs), or None
     error: Optional[str]  # error.pb's message, or None
-    deck: Optional[str]  # deck.html, or None
+    deck: Optional[str]  # deck.html (Flyte 2: report.html), or None
     execution: Execution
 
 
@@ -128,14 +138,41 @@ class ContainerCluster:
             literals = TypeEngine.dict_to_literal_map(ctx, inputs, {name: types[name] for name in inputs})
             write_proto_to_file(literals.to_flyte_idl(), f"{work}/inputs.pb")
             self.files.put_data(f"{work}/inputs.pb", execution.inputs)
-        finished = self.run_rayjob(backend_ray_job(template, execution=execution), timeout)
-        found = {name: self.read(f"{execution.output_prefix}/{name}") for name in
-                 ("outputs.pb", "error.pb", "deck.html")}
+        return self._run(backend_ray_job(template, execution=execution), execution, timeout, "deck.html",
+                         literals_pb2.LiteralMap, errors_pb2.ErrorDocument)
+
+    def run_flyte2_task(self, task, inputs: Dict[str, Any], image: str, code: Path, timeout: float = 600) -> TaskRun:
+        """Deploy a Flyte 2 `task` as `flyte deploy` does, its code bundled (a tarball of `code` in the store), and run
+        it with `inputs` as the root action of a run of Flyte 2's backend. `code` holds the task's module where the
+        directory it was imported from does (the SDK names the module relative to that directory)."""
+        started = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        execution = Flyte2Execution(BUCKET, _random(20), platform_env=self.pod_env, started=started)
+        with tempfile.TemporaryDirectory(prefix="raympi-deploy-") as work:
+            bundle = asyncio.run(build_code_bundle(code, dryrun=True, copy_bundle_to=Path(work), copy_style="all"))
+            remote = f"s3://{BUCKET}/fast/{Path(bundle.tgz).name}"
+            self.files.put_data(bundle.tgz, remote)
+            module = sys.modules[task.func.__module__]
+            imported_from = Path(module.__file__).parents[module.__name__.count(".")]
+            context = SerializationContext(version=bundle.computed_version, root_dir=imported_from,
+                                           code_bundle=CodeBundle(computed_version=bundle.computed_version, tgz=remote))
+            template = get_proto_task(task, context)
+            template.container.image = image  # as the environment's image names it once built and pushed
+            Path(work, "inputs.pb").write_bytes(
+                asyncio.run(convert_from_native_to_inputs(task.interface, **inputs)).proto_inputs.SerializeToString())
+            self.files.put_data(f"{work}/inputs.pb", execution.inputs)
+        return self._run(backend_ray_job(template, execution=execution, flyte2=True), execution, timeout,
+                         "report.html", Outputs, ErrorDocument)
+
+    def _run(self, job: dict, execution: Execution, timeout: float, report: str, outputs_type,
+             error_type) -> TaskRun:
+        """Run the RayJob; what the task left under its output prefix: outputs, error document and report."""
+        finished = self.run_rayjob(job, timeout)
+        found = {name: self.read(f"{execution.output_prefix}/{name}") for name in ("outputs.pb", "error.pb", report)}
         return TaskRun(
             finished,
-            outputs=found["outputs.pb"] and literals_pb2.LiteralMap.FromString(found["outputs.pb"]),
-            error=found["error.pb"] and errors_pb2.ErrorDocument.FromString(found["error.pb"]).error.message,
-            deck=found["deck.html"] and found["deck.html"].decode(), execution=execution)
+            outputs=found["outputs.pb"] and outputs_type.FromString(found["outputs.pb"]),
+            error=found["error.pb"] and error_type.FromString(found["error.pb"]).error.message,
+            deck=found[report] and found[report].decode(), execution=execution)
 
     def read(self, remote: str) -> Optional[bytes]:
         """A file in the object store, or None."""
@@ -309,8 +346,9 @@ def main(argv=None) -> None:
         except json.JSONDecodeError:
             inputs[name] = value
     image = node_image(args.flavour)
+    task = getattr(module, args.task)
     with ContainerCluster() as cluster:
-        run = cluster.run_task(getattr(module, args.task), inputs, image, root)
+        run = (cluster.run_task if isinstance(task, PythonTask) else cluster.run_flyte2_task)(task, inputs, image, root)
     print(run.finished.logs)
     print(f"outputs: {run.outputs}" if run.outputs else f"failed: {run.error}")
     sys.exit(0 if run.outputs else 1)

@@ -19,7 +19,8 @@ github.com/flyteorg/flyte/v2, the same paths) is modelled by `backend_ray_job(..
 custom as flyteidl2's RayJob (the same fields, plus per-group extended resources that a RayMPIJob never sets), appends
 logNoiseDisablingEnvVars to both groups' env, labels their pods flyte.org/managed, joins the args without quoting
 empty ones, sets the submission mode (K8sJobMode unless configured) and builds a bare submitter pod
-(buildSubmitterPodTemplate). MergeOverlayPodSpecOntoBase, AdjustOrDefaultResource and BuildRawContainer are the same
+(buildSubmitterPodTemplate); `Flyte2Execution` models where a run's data lives and the env of its pods.
+MergeOverlayPodSpecOntoBase, AdjustOrDefaultResource and BuildRawContainer are the same
 as v1.16.8's there (mergo v0.3.16). The Go backend cannot run here; when it changes, change the model, citing the new
 tag. The merge modelled here is the one from v1.15.1 on (PR #6262); v1.14.0 to v1.15.0 took only the k8s_pod's
 resources, and before v1.14.0 the Ray IDL had no k8s_pod (the README says what that means for a RayMPIJob).
@@ -110,6 +111,15 @@ def adjust_or_default(request, limit, default):
     return (limit if quantity(request) > quantity(limit) else request), limit
 
 
+def base36_shard(key: str) -> str:
+    """ioutils NewBase36PrefixShardSelector (2 characters): FNV-32a of `key` picks one of 36 x 36."""
+    digest = 0x811C9DC5
+    for byte in key.encode():
+        digest = ((digest ^ byte) * 0x01000193) % 2**32
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+    return alphabet[digest % 1296 // 36] + alphabet[digest % 36]
+
+
 @dataclass(frozen=True)
 class Execution:
     """One attempt of a task node as flytepropeller runs it: where its data lives and the env it gives the pod."""
@@ -143,30 +153,73 @@ class Execution:
         characters are hashed by the backend: not modelled, keep names short."""
         unique = f"{self.name}-{self.node}-{self.attempt}"
         assert len(unique) <= 47, f"{unique!r}: longer than the backend's unhashed ids"
-        digest = 0x811C9DC5
-        for byte in unique.encode():
-            digest = ((digest ^ byte) * 0x01000193) % 2**32
-        alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-        shard = alphabet[digest % 1296 // 36] + alphabet[digest % 36]
-        return f"s3://{self.bucket}/data/{shard}/{unique}"
+        return f"s3://{self.bucket}/data/{base36_shard(unique)}/{unique}"
+
+    def placeholders(self) -> dict:
+        """What the args' placeholders render as (lower-cased names); no previous checkpoint on a first attempt
+        renders as the two characters `""`."""
+        return {"input": self.inputs, "outputprefix": self.output_prefix, "rawoutputdataprefix":
+                self.raw_output_prefix, "checkpointoutputprefix": f"{self.raw_output_prefix}/_flytecheckpoints",
+                "prevcheckpointprefix": '""'}
 
     def render(self, args: list) -> list:
-        """template.go render: the placeholders flytekit's args use (case-insensitive); no previous checkpoint on a
-        first attempt renders as the two characters `""`."""
-        values = {"input": self.inputs, "outputprefix": self.output_prefix, "rawoutputdataprefix":
-                  self.raw_output_prefix, "checkpointoutputprefix": f"{self.raw_output_prefix}/_flytecheckpoints",
-                  "prevcheckpointprefix": '""'}
+        """template.go render: each placeholder the args use (case-insensitive); unknown ones stay."""
+        values = self.placeholders()
         return [re.sub(r"{{\s*[.$](\w+)\s*}}", lambda m: values.get(m[1].lower(), m[0]), arg) for arg in args]
 
+    def ids(self, task_name: str, version: str) -> dict:
+        """k8s_resource_adds.go DecorateEnvVars: the execution's and task's ids."""
+        return {"FLYTE_INTERNAL_EXECUTION_WORKFLOW": f"{self.project}:{self.domain}:wf",
+                "FLYTE_INTERNAL_EXECUTION_ID": self.name, "FLYTE_INTERNAL_EXECUTION_PROJECT": self.project,
+                "FLYTE_INTERNAL_EXECUTION_DOMAIN": self.domain, "FLYTE_ATTEMPT_NUMBER": str(self.attempt),
+                "FLYTE_INTERNAL_TASK_PROJECT": self.project, "FLYTE_INTERNAL_TASK_DOMAIN": self.domain,
+                "FLYTE_INTERNAL_TASK_NAME": task_name, "FLYTE_INTERNAL_TASK_VERSION": version}
+
     def env(self, task_name: str, version: str) -> list:
-        """pod_helper.go ApplyFlytePodConfiguration: the pod template's env, then k8s_resource_adds.go
-        DecorateEnvVars: the execution's and task's ids, then default-env-vars."""
-        ids = {"FLYTE_INTERNAL_EXECUTION_WORKFLOW": f"{self.project}:{self.domain}:wf",
-               "FLYTE_INTERNAL_EXECUTION_ID": self.name, "FLYTE_INTERNAL_EXECUTION_PROJECT": self.project,
-               "FLYTE_INTERNAL_EXECUTION_DOMAIN": self.domain, "FLYTE_ATTEMPT_NUMBER": str(self.attempt),
-               "FLYTE_INTERNAL_TASK_PROJECT": self.project, "FLYTE_INTERNAL_TASK_DOMAIN": self.domain,
-               "FLYTE_INTERNAL_TASK_NAME": task_name, "FLYTE_INTERNAL_TASK_VERSION": version}
-        return [{"name": k, "value": v} for k, v in [*self.template_env, *ids.items(), *self.platform_env]]
+        """pod_helper.go ApplyFlytePodConfiguration: the pod template's env, then the ids, then default-env-vars."""
+        pairs = [*self.template_env, *self.ids(task_name, version).items(), *self.platform_env]
+        return [{"name": k, "value": v} for k, v in pairs]
+
+
+@dataclass(frozen=True)
+class Flyte2Execution(Execution):
+    """The root action (a0) of a Flyte 2 run, as Flyte 2's backend runs it (flyteorg/flyte main 6fadb90d65): the run's
+    data under the store's prefix (runs/service/run_service.go buildInputPrefix, buildRunOutputBase), the action's
+    outputs, raw data and checkpoints under `<shard>/<run base>/a0/<attempt>` (executor/pkg/plugin/
+    task_exec_context.go ComputeActionOutputPath: attempts count from 1; the shard of the TaskAction's
+    `<namespace>/<run>-a0`, actions/k8s/client.go buildTaskActionName), and the pod env of
+    executor/pkg/plugin/task_exec_metadata.go (NewTaskExecutionMetadata) with k8s_resource_adds.go's ids."""
+
+    started: str = "2026-01-01T00:00:00Z"  # the run's start, RFC 3339 (actions/k8s/client.go substituteRunStartTime)
+    namespace: str = "flyte"  # where the backend creates TaskActions (its configured namespace)
+    attempt: int = 1
+
+    @property
+    def run_base(self) -> str:
+        return f"s3://{self.bucket}/{self.project}/{self.domain}/{self.name}/"
+
+    @property
+    def inputs(self) -> str:
+        return f"s3://{self.bucket}/{self.project}/{self.domain}/{self.name}/inputs/inputs.pb"
+
+    @property
+    def output_prefix(self) -> str:
+        shard = base36_shard(f"{self.namespace}/{self.name}-a0")
+        return f"s3://{self.bucket}/{shard}/{self.project}/{self.domain}/{self.name}/a0/{self.attempt}"
+
+    @property
+    def raw_output_prefix(self) -> str:
+        return self.output_prefix  # NewRawOutputPaths(ctx, outputPrefix)
+
+    def placeholders(self) -> dict:
+        """Also the run's start; {{.runName}} and {{.actionName}} stay (`a0` reads them from the env)."""
+        return {**super().placeholders(), "runstarttime": self.started}
+
+    def ids(self, task_name: str, version: str) -> dict:
+        """The action's own variables, then the ids (no workflow: a context variable Flyte 2 does not set)."""
+        own = {"ACTION_NAME": "a0", "RUN_NAME": self.name, "_U_RUN_BASE": self.run_base, "_U_ORG_NAME": "local"}
+        return {**own, **{k: v for k, v in super().ids(task_name, version).items()
+                          if k != "FLYTE_INTERNAL_EXECUTION_WORKFLOW"}}
 
 
 def task_container(template, platform: dict, execution: Optional[Execution] = None) -> dict:

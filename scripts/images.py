@@ -33,7 +33,7 @@ BASE_PACKAGES = ["ca-certificates", "netbase", "libssl3", "libffi8", "libsqlite3
 TOOLS = ("podman", "buildah", "runc", "mmdebstrap")  # Debian's packages, each with a command of its name
 # What the image installs: a change to any of these is a new image.
 IMAGE_INPUTS = ["Dockerfile", ".dockerignore", "setup.cfg", "pyproject.toml", "scripts/install-horovod.sh",
-                "plugins", "flytekitplugins-raympi"]
+                "plugins", "flytekitplugins-raympi", "flyteplugins-raympi"]
 S3_SERVER = "moto[server]==5.2.5"
 # Every image and build stage built here carries it: what removing our own leftovers is limited to.
 LABEL = "org.flytekitplugins-raympi.built-by=scripts.images"

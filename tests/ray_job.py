@@ -46,12 +46,9 @@ def run_task(dashboard_url: str, task, inputs: Union[Dict[str, Any], LiteralMap]
     data_dir.mkdir(parents=True, exist_ok=True)
     write_proto_to_file(literals.to_flyte_idl(), str(data_dir / "inputs.pb"))
     status, logs = submit(dashboard_url, entrypoint(task, data_dir), working_dir, timeout, headers, env_vars)
-    written = data_dir / "outputs"
-    if (written / "error.pb").exists():
-        raise JobFailed(load_proto_from_file(errors_pb2.ErrorDocument, str(written / "error.pb")).error.message, logs)
-    if status != JobStatus.SUCCEEDED or not (written / "outputs.pb").exists():
-        raise JobFailed(f"job {status}, outputs: {sorted(p.name for p in written.glob('*'))}", logs)
-    outputs = LiteralMap.from_flyte_idl(load_proto_from_file(literals_pb2.LiteralMap, str(written / "outputs.pb")))
+    written = _outputs_file(data_dir, status, logs,
+                            lambda path: load_proto_from_file(errors_pb2.ErrorDocument, path).error.message)
+    outputs = LiteralMap.from_flyte_idl(load_proto_from_file(literals_pb2.LiteralMap, written))
     types = output_types or task.python_interface.outputs
     return Finished(outputs, TypeEngine.literal_map_to_kwargs(ctx, outputs, types), logs)
 
@@ -104,12 +101,8 @@ def run_flyte2_task(dashboard_url: str, task, inputs: Dict[str, Any], data_dir: 
            "FLYTE_INTERNAL_EXECUTION_PROJECT": "flytesnacks", "FLYTE_INTERNAL_EXECUTION_DOMAIN": "development"}
     status, logs = submit(dashboard_url, flyte2_entrypoint(task, data_dir, working_dir), working_dir, timeout,
                           env_vars=env)
-    written = data_dir / "outputs"
-    if (written / "error.pb").exists():
-        raise JobFailed(asyncio.run(io.load_error(str(written / "error.pb"))).message, logs)
-    if status != JobStatus.SUCCEEDED or not (written / "outputs.pb").exists():
-        raise JobFailed(f"job {status}, outputs: {sorted(p.name for p in written.glob('*'))}", logs)
-    outputs = asyncio.run(io.load_outputs(str(written / "outputs.pb")))
+    written = _outputs_file(data_dir, status, logs, lambda path: asyncio.run(io.load_error(path)).message)
+    outputs = asyncio.run(io.load_outputs(written))
     values = asyncio.run(convert.convert_outputs_to_native(task.interface, outputs))
     values = values if isinstance(values, tuple) else (values,)
     return Finished(outputs, {f"o{i}": value for i, value in enumerate(values)}, logs)
@@ -139,6 +132,17 @@ class JobFailed(Exception):
     def __init__(self, message: str, logs: str):
         super().__init__(message)
         self.message, self.logs = message, logs
+
+
+def _outputs_file(data_dir: Path, status: JobStatus, logs: str, error_message) -> str:
+    """The outputs.pb the job wrote under data_dir/outputs; else JobFailed with the message of its error.pb (read
+    by `error_message`), or with the job's status."""
+    written = data_dir / "outputs"
+    if (written / "error.pb").exists():
+        raise JobFailed(error_message(str(written / "error.pb")), logs)
+    if status != JobStatus.SUCCEEDED or not (written / "outputs.pb").exists():
+        raise JobFailed(f"job {status}, outputs: {sorted(p.name for p in written.glob('*'))}", logs)
+    return str(written / "outputs.pb")
 
 
 def _wait(client: JobSubmissionClient, job: str, timeout: float) -> JobStatus:

@@ -1,6 +1,7 @@
 """RayMPIJob as users deploy it: the Dockerfile's image built here, each task fast-registered, serialized and run as
 the Flyte backend (v1.16.8) and KubeRay (v1.5.1) run it, one container per pod, inputs and outputs in S3
-(scripts/container_cluster.py says what is real and what is modelled). Needs root (podman)."""
+(scripts/container_cluster.py says what is real and what is modelled); Flyte 2's tasks deployed with their code bundle
+and run as Flyte 2's backend runs them. Needs root (podman)."""
 
 import secrets
 import shutil
@@ -18,7 +19,8 @@ from scripts.images import node_image
 ROOT = TESTS_DIR.parent
 sys.path.insert(0, str(TESTS_DIR / "job_code"))  # as the fast-registered code's root puts it
 import deployed_jobs  # noqa: E402
-from examples import pi  # noqa: E402
+import flyte2_jobs  # noqa: E402
+from examples import pi, pi_flyte2  # noqa: E402
 
 pytestmark = pytest.mark.timeout(1800)  # an image built from nothing takes minutes
 
@@ -28,7 +30,8 @@ def code(tmp_path_factory) -> Path:
     """The code a user registers: the examples package and the test tasks' module, at its root."""
     root = tmp_path_factory.mktemp("code")
     shutil.copytree(ROOT / "examples", root / "examples", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(TESTS_DIR / "job_code" / "deployed_jobs.py", root)
+    for module in ("deployed_jobs.py", "flyte2_jobs.py", "failing_rank.py"):
+        shutil.copy(TESTS_DIR / "job_code" / module, root)
     return root
 
 
@@ -111,3 +114,29 @@ def test_mpich_image_runs_its_world_across_two_worker_pods(cluster, code):
     assert_ran_cleanly(run)
     hosts = Counter(row.split()[1] for row in strings(run.outputs.literals["o0"]))
     assert sorted(hosts.values()) == [2, 2]
+
+
+def named(outputs) -> dict:
+    """Flyte 2's outputs by name."""
+    return {output.name: output.value for output in outputs.literals}
+
+
+def test_the_flyte2_flagship_runs_as_flyte2s_backend_deploys_it_two_ranks_on_each_worker_pod(cluster, image, code):
+    """`a0` as the Ray job's driver: the code bundle and inputs from the store, the outputs back there."""
+    run = cluster.run_flyte2_task(pi_flyte2.estimate_pi, {"samples": 20_000}, image, code)
+    assert_ran_cleanly(run)
+    outputs = named(run.outputs)
+    estimate, ranks = outputs["o0"].scalar.primitive.float_value, strings(outputs["o1"])
+    assert abs(estimate - 3.1416) < 0.05
+    assert {line.rsplit(" in run ", 1)[1] for line in ranks} == {run.execution.name}, "flyte.ctx() on every rank"
+    hosts = Counter(line.split(" on ", 1)[1].split()[0] for line in ranks)
+    workers = [name for name in run.finished.mpi_left if "-worker-" in name]
+    assert hosts == {workers[0]: 2, workers[1]: 2}, "two ranks in each worker container, none on the head"
+
+
+def test_a_failing_flyte2_rank_fails_the_run_naming_it_and_leaves_no_mpi_process(cluster, image, code):
+    run = cluster.run_flyte2_task(flyte2_jobs.failing, {"rank": 1, "failed_at": "/tmp/failed-at"}, image, code)
+    assert run.outputs is None
+    assert "MPI rank 1" in run.error and "ValueError: rank 1 gives up" in run.error, \
+        f"{run.error}\nThe Ray job's log ends:\n{run.finished.logs[-6000:]}"
+    assert run.finished.mpi_left == {name: [] for name in run.finished.mpi_left}

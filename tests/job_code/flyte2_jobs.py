@@ -71,11 +71,24 @@ async def reported(x: int) -> int:
     return total
 
 
+fanning = flyte.TaskEnvironment(name="fan", depends_on=[env])
+
+
+@fanning.task
+async def fan_out(xs: List[int]) -> List[List[str]]:
+    """`rows` mapped over `xs` (flyte.map): every element a world of its own."""
+    return [element async for element in flyte.map.aio(rows, xs)]
+
+
 def run_rows(out: str) -> dict:
     """flyte.run of the coroutine and the plain function, twice each (warm worlds), and a call outside a run."""
     return {"rows": [flyte.run(rows, x=2).outputs()[0], flyte.run(rows, x=3).outputs()[0]],
             "rows_sync": [flyte.run(rows_sync, x=2).outputs()[0], flyte.run(rows_sync, x=3).outputs()[0]],
             "direct": rows_sync(x=1)}
+
+
+def run_mapped(out: str) -> dict:
+    return {"elements": flyte.run(fan_out, xs=[1, 2, 3]).outputs()[0]}
 
 
 def run_failing(out: str) -> dict:
@@ -113,5 +126,5 @@ if __name__ == "__main__":
 
     case, out = sys.argv[1:]
     flyte.init()
-    Path(out).write_text(json.dumps({"rows": run_rows, "failing": run_failing, "checkpointed": run_checkpointed,
+    Path(out).write_text(json.dumps({"rows": run_rows, "mapped": run_mapped, "failing": run_failing, "checkpointed": run_checkpointed,
                                    "reported": run_reported}[case](out)))
