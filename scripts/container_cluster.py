@@ -23,6 +23,7 @@ import importlib
 import json
 import math
 import secrets
+import shutil
 import socket
 import string
 import subprocess
@@ -91,22 +92,25 @@ class TaskRun:
 
 
 class ContainerCluster:
-    """A private network with the object store on it. On exit every container on it is removed, then the network."""
+    """A private network with the object store on it. On exit every container on it is removed, then the network and
+    this host's files of the store."""
 
     def __enter__(self) -> "ContainerCluster":
         taken = set(podman("network", "ls", "--format", "{{.Name}}").stdout.split())
         index = next(i for i in range(1, 250) if f"raympi-{i}" not in taken)
         self.network, self.subnet, self._last_ip = f"raympi-{index}", SUBNET.format(index), 9
         podman("network", "create", "--subnet", f"{self.subnet}.0/24", self.network)
+        self._local = tempfile.mkdtemp(prefix="raympi-store-")
         try:
             self.store_port = self._start_store()
-            self.files = _store_access(self.store_port)
+            self.files = _store_access(self.store_port, self._local)
         except BaseException:
             self.__exit__()
             raise
         return self
 
     def __exit__(self, *_) -> None:
+        shutil.rmtree(self._local, ignore_errors=True)
         listed = podman("ps", "--all", "--filter", f"network={self.network}", "--format", "{{.Names}}", check=False)
         for name in listed.stdout.split():
             podman("rm", "--force", "--time", "0", name, check=False)
@@ -277,11 +281,11 @@ class ContainerCluster:
         return f"{self.subnet}.{self._last_ip}"
 
 
-def _store_access(port: int) -> FileAccessProvider:
-    """flytekit's file access to the store from this host."""
+def _store_access(port: int, local: str) -> FileAccessProvider:
+    """flytekit's file access to the store from this host (its local files under `local`)."""
     s3 = S3Config(endpoint=f"http://127.0.0.1:{port}", access_key_id=STORE_KEYS["FLYTE_AWS_ACCESS_KEY_ID"],
                   secret_access_key=STORE_KEYS["FLYTE_AWS_SECRET_ACCESS_KEY"])
-    return FileAccessProvider(tempfile.mkdtemp(prefix="raympi-store-"), f"s3://{BUCKET}/host",
+    return FileAccessProvider(local, f"s3://{BUCKET}/host",
                               data_config=DataConfig(s3=s3))
 
 
