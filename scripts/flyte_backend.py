@@ -20,10 +20,10 @@ custom as flyteidl2's RayJob (the same fields, plus per-group extended resources
 logNoiseDisablingEnvVars to both groups' env, labels their pods flyte.org/managed, joins the args without quoting
 empty ones, sets the submission mode (K8sJobMode unless configured) and builds a bare submitter pod
 (buildSubmitterPodTemplate); `Flyte2Execution` models where a run's data lives and the env of its pods.
-MergeOverlayPodSpecOntoBase, AdjustOrDefaultResource and BuildRawContainer are the same
-as v1.16.8's there (mergo v0.3.16). The Go backend cannot run here; when it changes, change the model, citing the new
-tag. The merge modelled here is the one from v1.15.1 on (PR #6262); v1.14.0 to v1.15.0 took only the k8s_pod's
-resources, and before v1.14.0 the Ray IDL had no k8s_pod (the README says what that means for a RayMPIJob).
+MergeOverlayPodSpecOntoBase, AdjustOrDefaultResource and BuildRawContainer are the same as v1.16.8's there (mergo
+v0.3.16). The Go backend cannot run here; when it changes, change the model, citing the new tag. The merge modelled
+here is the one from v1.15.1 on (PR #6262); v1.14.0 to v1.15.0 took only the k8s_pod's resources, and before v1.14.0
+the Ray IDL had no k8s_pod (the README says what that means for a RayMPIJob).
 """
 
 import functools

@@ -126,5 +126,6 @@ if __name__ == "__main__":
 
     case, out = sys.argv[1:]
     flyte.init()
-    Path(out).write_text(json.dumps({"rows": run_rows, "mapped": run_mapped, "failing": run_failing, "checkpointed": run_checkpointed,
-                                   "reported": run_reported}[case](out)))
+    cases = {"rows": run_rows, "mapped": run_mapped, "failing": run_failing, "checkpointed": run_checkpointed,
+             "reported": run_reported}
+    Path(out).write_text(json.dumps(cases[case](out)))
