@@ -64,6 +64,8 @@ def fail(mode: str, path: str) -> None:
         f.write(str(time.time()))
     if mode == "raise":
         raise ValueError(f"rank {MPI.COMM_WORLD.rank} was told to fail")
+    if mode == "abort":
+        MPI.COMM_WORLD.Abort(7)
     if mode == "exit":
         os._exit(7)
     if mode == "kill":
@@ -83,11 +85,12 @@ def failing_worker():
     comm.barrier()
 
 
-def fail_beside_frozen_rank0(path: "str | None" = None, chatty: bool = False) -> None:
+def fail_beside_frozen_rank0(path: "str | None" = None, mode: str = "raise", chatty: bool = False) -> None:
     """Rank 0 blocks in an MPI call that holds the GIL (mpi4py's first reduction on a new communicator
-    duplicates it until every rank joins); rank 1 raises once it has, with `chatty` while a thread of it writes on."""
+    duplicates it until every rank joins); rank 1 fails as `mode` says once it has, with `chatty` while a thread of
+    it writes on."""
     comm = MPI.COMM_WORLD
-    path, chatty = comm.bcast((path, chatty), root=0)
+    path, mode, chatty = comm.bcast((path, mode, chatty), root=0)
     record_pids(path)
     fresh = comm.Dup()
     if comm.rank == 0:
@@ -100,7 +103,7 @@ def fail_beside_frozen_rank0(path: "str | None" = None, chatty: bool = False) ->
             threading.Thread(target=lambda: [print("progress " * 100, flush=True) for _ in iter(int, 1)],
                              daemon=True).start()
         time.sleep(1)
-        fail("raise", path)
+        fail(mode, path)
 
 
 def noisy_worker():

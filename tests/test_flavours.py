@@ -62,6 +62,17 @@ def test_a_failing_rank_fails_the_job_in_seconds_naming_it(flavour, tmp_path):
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
+def test_mpi_abort_fails_the_job_in_seconds_naming_the_rank_and_its_error_code(flavour, tmp_path):
+    """MPI's own abort says neither on any flavour (raympi.abort)."""
+    results, _ = run_case(flavour, "aborting", tmp_path / "out.json")
+    for (rank, code), result in zip(((2, 7), (0, 3)), results):
+        error = result["error"]
+        assert "MPIRankError" in error and f"MPI rank {rank} (pid" in error, error
+        assert f"called MPI_Abort(MPI_COMM_WORLD, {code})" in error and "fail_while_the_others_wait" in error, error
+        assert result["seconds"] < 15, f"{flavour}: the error came {result['seconds']:.1f} s after the call"
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
 def test_launcher_arguments_the_flavour_rejects_fail_the_job_at_once_saying_so(flavour, tmp_path):
     """Checked before the world starts (Flavour.dry_run): else Ray would start the world again and again."""
     result, _ = run_case(flavour, "bad_args", tmp_path / "out.json")

@@ -244,12 +244,17 @@ def test_peer_that_dies_fails_the_call(tmp_path, mode):
     assert "exited before it finished" in str(error)
 
 
+def test_peer_that_calls_mpi_abort_fails_the_call_naming_it_and_its_code(tmp_path):
+    error = run_failing(tmp_path, 1, "abort")
+    assert "MPI rank 1 (pid" in str(error) and "called MPI_Abort(MPI_COMM_WORLD, 7)" in str(error)
+
+
 @ray.remote(runtime_env=mpi_env(2, "fail_beside_frozen_rank0"), max_retries=0)
-def freeze_rank0(path: str, chatty: bool):
+def freeze_rank0(path: str, mode: str, chatty: bool):
     mpi_init()
     import mpi_entries
 
-    mpi_entries.fail_beside_frozen_rank0(path, chatty)
+    mpi_entries.fail_beside_frozen_rank0(path, mode, chatty)
 
 
 def console_until(capfd, wanted, within: float = 30.0) -> str:
@@ -261,17 +266,20 @@ def console_until(capfd, wanted, within: float = 30.0) -> str:
     return seen
 
 
-@pytest.mark.parametrize("chatty", [False, True], ids=["quiet", "a thread of the peer writing on"])
-def test_a_peer_that_raises_while_rank0_is_frozen_ends_the_world(tmp_path, capfd, chatty):
-    """Rank 0 cannot hear of a failure while an MPI call holds its GIL: the failed peer ends the world, and
-    its error reaches the driver's console through the worker's log. Output the peer goes on writing fills the
-    channel that rank 0 does not read: the failure is not held up behind it."""
+@pytest.mark.parametrize("mode, chatty", [("raise", False), ("raise", True), ("abort", False)],
+                         ids=["quiet", "a thread of the peer writing on", "MPI_Abort"])
+def test_a_peer_that_fails_while_rank0_is_frozen_ends_the_world(tmp_path, capfd, mode, chatty):
+    """Rank 0 cannot hear of a failure while an MPI call holds its GIL: the failed peer ends the world (MPI_Abort's
+    peer: with the real MPI_Abort, see raympi.abort), and its error reaches the driver's console through the
+    worker's log. Output the peer goes on writing fills the channel that rank 0 does not read: the failure is not
+    held up behind it."""
     pids_file = tmp_path / "pids"
     with pytest.raises(WorkerCrashedError):
-        ray.get(freeze_rank0.remote(str(pids_file), chatty), timeout=120)
+        ray.get(freeze_rank0.remote(str(pids_file), mode, chatty), timeout=120)
     assert seconds_since_failure(pids_file) >= RANK0_SILENCE_LIMIT_S, "rank 0 heard of it: tests nothing"
     assert wait_until_gone(recorded_pids(pids_file)) == set(), "MPI processes outlived the failed world"
-    wanted = ["MPI rank 1 (pid", "ValueError: rank 1 was told to fail"]
+    told = {"raise": "ValueError: rank 1 was told to fail", "abort": "called MPI_Abort(MPI_COMM_WORLD, 7)"}[mode]
+    wanted = ["MPI rank 1 (pid", told]
     console = console_until(capfd, wanted)
     assert all(w in console for w in wanted), console
 

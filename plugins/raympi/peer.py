@@ -16,7 +16,7 @@ import time
 import traceback
 from typing import List
 
-from . import world
+from . import abort, world
 from .channel import Channel
 from .errors import MPIRankError
 from .messages import Done, Failed, Go, Hello, Output
@@ -34,6 +34,20 @@ def run(rank: int, rank0_address: tuple, key: bytes, worker_entry: str) -> None:
     world.join(rank, channel)
     world.mark("joined")
     output = [OutputForwarder(fd, name, channel) for fd, name in ((1, "stdout"), (2, "stderr"))]
+
+    def fail(reason: str, trace: str, end=lambda: _exit(1)) -> None:
+        """Report; rank 0 then ends the world. Only when rank 0 stays silent does this rank say it itself, then
+        `end` (exit, or the real MPI_Abort: see raympi.abort)."""
+        world.mark("ended")
+        # On a thread: with rank 0 frozen, a send waits behind the output (a thread of the rank's writes on) for good.
+        threading.Thread(target=_report, args=(output, channel, Failed(reason, trace, world.report())),
+                         name="raympi-report", daemon=True).start()
+        time.sleep(RANK0_SILENCE_LIMIT_S)
+        # Rank 0 will not report it: this rank's own stderr (mpirun's, the Ray worker's log) does.
+        print(MPIRankError(rank, socket.gethostname(), os.getpid(), reason, trace), file=sys.stderr, flush=True)
+        end()
+
+    abort.catch(fail)
     go = queue.Queue()
     threading.Thread(target=_follow_rank0, args=(channel, go), name="raympi-control", daemon=True).start()
     try:
@@ -41,15 +55,7 @@ def run(rank: int, rank0_address: tuple, key: bytes, worker_entry: str) -> None:
         os.environ.update(go.get())
         entry()
     except BaseException as error:  # noqa: B036 -- every failure, SystemExit included, is reported
-        world.mark("ended")
-        reason, trace = f"raised {type(error).__name__}: {error}", traceback.format_exc()
-        # On a thread: with rank 0 frozen, a send waits behind the output (a thread of the rank's writes on) for good.
-        threading.Thread(target=_report, args=(output, channel, Failed(reason, trace, world.report())),
-                         name="raympi-report", daemon=True).start()
-        time.sleep(RANK0_SILENCE_LIMIT_S)
-        # Rank 0 will not report it: this rank's own stderr (mpirun's, the Ray worker's log) does.
-        print(MPIRankError(rank, socket.gethostname(), os.getpid(), reason, trace), file=sys.stderr, flush=True)
-        _exit(1)
+        fail(f"raised {type(error).__name__}: {error}", traceback.format_exc())
     world.mark("ended")
     _report(output, channel, Done(world.report()))
     threading.Event().wait()

@@ -62,8 +62,18 @@ class WorldGuard:
         return run
 
 
-def _rank0_error(reason: str) -> MPIRankError:
-    return MPIRankError(0, socket.gethostname(), os.getpid(), reason)
+def abort_handle(supervisor: Supervisor):
+    """What rank 0's MPI_Abort does (see raympi.abort): the call fails naming it, and the calling thread waits for the
+    world's end, as MPI_Abort never returns."""
+    def handle(reason: str, trace: str, _real_abort) -> None:
+        supervisor.fail(_rank0_error(reason, trace))
+        threading.Event().wait()
+
+    return handle
+
+
+def _rank0_error(reason: str, trace: str = "") -> MPIRankError:
+    return MPIRankError(0, socket.gethostname(), os.getpid(), reason, trace)
 
 
 def _accelerator_env() -> dict:

@@ -38,7 +38,7 @@ def main(argv) -> None:
     networks = comm.allreduce([_network()])
     flavour.release_shared_memory()
     if comm.rank == 0:
-        from . import rank0, world
+        from . import abort, rank0, world
         from .channel import new_key
         from .supervisor import Supervisor
 
@@ -48,6 +48,7 @@ def main(argv) -> None:
         # MPI carries the key: the channel trusts only who got it from this broadcast.
         comm.bcast((supervisor.address, key))
         world.join(0, supervisor)
+        abort.catch(rank0.abort_handle(supervisor))
         rank0.run_ray_worker(supervisor, ray_worker_argv)
     else:
         from . import peer

@@ -1,7 +1,7 @@
 """The same RayMPIJobs on every MPI flavour: RAYMPI_TEST_FLAVOUR picks the `flavour` field, nothing else changes.
 tests/test_flavours.py runs this file in the flavour's own venv:
 
-    python flavoured.py world|failing|bad_args <out.json>
+    python flavoured.py world|failing|aborting|bad_args <out.json>
 """
 
 import json
@@ -39,6 +39,11 @@ def failing(rank: int, failed_at: str) -> int:
     return fail_while_the_others_wait(rank, failed_at)
 
 
+@task(task_config=RayMPIJob(slots=3, flavour=FLAVOUR))
+def aborting(rank: int, code: int, failed_at: str) -> int:
+    return fail_while_the_others_wait(rank, failed_at, abort=code)
+
+
 @task(task_config=RayMPIJob(slots=2, flavour=FLAVOUR, mpirun_args=["--no-such-flag"]))
 def bad_args() -> int:
     return 1
@@ -59,9 +64,19 @@ def run_world(out: str) -> list:
 
 def run_failing(out: str) -> dict:
     """The error, and the seconds from the rank's failure to the error."""
+    return _failure(failing, out, rank=2)
+
+
+def run_aborting(out: str) -> list:
+    """The failures of a peer's MPI_Abort (rank 2, error code 7) and of rank 0's (error code 3), as run_failing's."""
+    return [_failure(aborting, out, rank=rank, code=code) for rank, code in ((2, 7), (0, 3))]
+
+
+def _failure(failing_task, out: str, **inputs) -> dict:
+    """The error of `failing_task` called with `inputs`, and the seconds from the rank's failure to the error."""
     failed_at = f"{out}.failed"
     try:
-        failing(rank=2, failed_at=failed_at)
+        failing_task(failed_at=failed_at, **inputs)
         return {"error": None}
     except Exception as error:  # noqa: BLE001 -- what the caller sees is the result
         failed = float(Path(failed_at).read_text())
@@ -80,5 +95,6 @@ def run_bad_args(out: str) -> dict:
 
 if __name__ == "__main__":
     case, out = sys.argv[1:]
-    Path(out).write_text(json.dumps({"world": run_world, "failing": run_failing, "bad_args": run_bad_args}[case](out)))
+    Path(out).write_text(json.dumps({"world": run_world, "failing": run_failing, "aborting": run_aborting,
+                                     "bad_args": run_bad_args}[case](out)))
 
