@@ -5,7 +5,7 @@ from benchmarks import launchers
 from benchmarks.harness import PHASES, Session
 from benchmarks.report import Section, Target, seconds
 
-WARM = ("mpirun", "ray", "raympijob")
+WARM = ("mpirun", "mpirun_btl", "ray", "raympijob")
 COLD = {"cold": "raympijob", "kfmpi": "kfmpi"}
 # Targets of issue 7.
 WARM_OVERHEAD_S = 1.0
@@ -13,7 +13,8 @@ COLD_MARGIN = 0.15
 
 
 def cases(ranks):
-    warm = {"mpirun": launchers.mpirun, "ray": launchers.ray_runtime_env, "raympijob": launchers.raympijob}
+    warm = {"mpirun": launchers.mpirun, "mpirun_btl": launchers.mpirun_btl, "ray": launchers.ray_runtime_env,
+            "raympijob": launchers.raympijob}
     for n in ranks:
         yield from (warm[method](n, "launch") for method in WARM)
         yield from (launchers.cold_workflow(kind, n) for kind in COLD.values())

@@ -18,6 +18,7 @@ CORES = os.cpu_count() or 1
 
 LABELS = {
     "mpirun": "(a) plain mpirun",
+    "mpirun_btl": "(a') plain mpirun, --mca btl ^ofi",
     "ray": "(b) mpi runtime env, Ray running",
     "raympijob": "(c) RayMPIJob task, Ray running",
     "raympijob_cold": "(c') RayMPIJob task, warm worlds off",
@@ -61,6 +62,14 @@ def mpirun(ranks: int, body: str, flavour: str = "openmpi", python: str = sys.ex
     run = _process(mpi.find(python), *mpi.as_root(), *_oversubscribe(ranks, flavour), "-n", str(ranks),
                    python, "-m", "benchmarks.bodies", body)
     return Case("mpirun" if flavour == "openmpi" else f"mpiexec:{flavour}", ranks, body, run)
+
+
+def mpirun_btl(ranks: int, body: str) -> Case:
+    """Plain `mpirun` without the libfabric BTL, as RayMPIJob's Open MPI ranks run (raympi.flavours.OpenMPI.env)."""
+    mpi = FLAVOURS["openmpi"]
+    run = _process(mpi.find(), *mpi.as_root(), *_oversubscribe(ranks), "--mca", "btl", "^ofi", "-n", str(ranks),
+                   sys.executable, "-m", "benchmarks.bodies", body)
+    return Case("mpirun_btl", ranks, body, run)
 
 
 @ray.remote(max_retries=0)

@@ -48,6 +48,7 @@ def describe() -> dict:
         "cpus": sorted(os.sched_getaffinity(0)),
         "nice": os.getpriority(os.PRIO_PROCESS, threading.get_native_id()),  # of this thread (Linux)
         "omp": os.environ.get("OMP_NUM_THREADS"),
+        "btl": os.environ.get("OMPI_MCA_btl"),
         "through": os.environ.get("RAYMPI_THROUGH"),
     }
 

@@ -113,6 +113,19 @@ def test_rank0_runs_at_the_priority_and_thread_count_of_its_peers():
     assert [r["omp"] for r in ray.get(mine.remote(), timeout=120)] == ["2", "2", "2"], "a thread count set wins"
 
 
+def test_open_mpi_leaves_out_its_libfabric_btl_unless_told(capfd):
+    """Its component sleeps 1 s as it closes, in every rank's MPI_Init where it goes unused
+    (raympi.flavours.OpenMPI.env). Open MPI says which BTLs each rank opens (btl_base_verbose, in the worker's log)."""
+    opened = "components_open: component {} open function successful"
+    for chosen, ofi in ((None, False), ("^uct", True)):
+        env_vars = {"OMPI_MCA_btl_base_verbose": "100", **({"OMPI_MCA_btl": chosen} if chosen else {})}
+        call = report_ranks.options(runtime_env={**mpi_env(3, "report_worker"), "env_vars": env_vars})
+        assert {r["btl"] for r in ray.get(call.remote(), timeout=120)} == {chosen or "^ofi"}, "ours unless one is set"
+        console = console_until(capfd, [opened.format("tcp")] + ([opened.format("ofi")] if ofi else []))
+        assert console.count(opened.format("tcp")) == 3, console
+        assert console.count(opened.format("ofi")) == (3 if ofi else 0), console
+
+
 def test_more_ranks_reserved_than_the_node_has_cores_run():
     """A Ray node may offer more CPUs than it has cores (ray start --num-cpus): what Ray reserved runs."""
     from ray.util.placement_group import placement_group, remove_placement_group
