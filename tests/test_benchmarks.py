@@ -12,9 +12,10 @@ TINY = ["--repeats", "1", "--warmup", "0", "--launch-ranks", "2", "--scaling-ran
         "--iterations", "2", "--steps", "2", "--nodes", "1", "2", "--repeated-ranks", "2"]
 REPEATED = {f"{method}+{gap}s/2/launch" for method in ("mpirun", "ray", "raympijob", "raympijob_cold")
             for gap in (0, 5)}
-# The flavours section's own cases (Open MPI's plain mpirun runs are the other sections').
-FLAVOURS = {f"{method}/2/{body}" for method in ("mpiexec:mpich", "mpiexec:impi", "raympijob:openmpi",
-                                                "raympijob:mpich", "raympijob:impi") for body in ("launch", "bandwidth")}
+# The flavours section's own cases (Open MPI's plain mpirun launch is the launch section's).
+FLAVOURS = {"mpirun_btl/2/bandwidth", *(f"{method}/2/{body}" for body in ("launch", "bandwidth") for method in
+                                        ("mpiexec:mpich", "mpiexec:impi", "raympijob:openmpi", "raympijob:mpich",
+                                         "raympijob:impi"))}
 
 
 @pytest.mark.timeout(900)
@@ -32,8 +33,8 @@ def test_harness_measures_every_case_and_reports(tmp_path):
     assert (tmp_path / "plot.png").read_bytes().startswith(b"\x89PNG")
 
     samples = json.loads((tmp_path / "results.json").read_text())["samples"]
-    expected = {"mpirun/2/launch", "ray/2/launch", "raympijob/2/launch", "cold/2/launch", "kfmpi/2/launch",
-                "ray_cold/2/-", "flytekit/1/launch", "mpirun/2/bandwidth", "raympijob/2/bandwidth",
+    expected = {"mpirun/2/launch", "mpirun_btl/2/launch", "ray/2/launch", "raympijob/2/launch", "cold/2/launch",
+                "kfmpi/2/launch", "ray_cold/2/-", "flytekit/1/launch", "mpirun/2/bandwidth", "raympijob/2/bandwidth",
                 "mpirun/2/horovod", "raympijob/2/horovod", "raympijob_nodes/1/launch", "raympijob_nodes/2/launch",
                 "warm_world/2/idle", *REPEATED, *FLAVOURS}
     assert set(samples) == expected

@@ -121,7 +121,7 @@ def test_open_mpi_leaves_out_its_libfabric_btl_unless_told(capfd):
         env_vars = {"OMPI_MCA_btl_base_verbose": "100", **({"OMPI_MCA_btl": chosen} if chosen else {})}
         call = report_ranks.options(runtime_env={**mpi_env(3, "report_worker"), "env_vars": env_vars})
         assert {r["btl"] for r in ray.get(call.remote(), timeout=120)} == {chosen or "^ofi"}, "ours unless one is set"
-        console = console_until(capfd, [opened.format("tcp")] + ([opened.format("ofi")] if ofi else []))
+        console = console_until(capfd, [opened.format("tcp")] + ([opened.format("ofi")] if ofi else []), times=3)
         assert console.count(opened.format("tcp")) == 3, console
         assert console.count(opened.format("ofi")) == (3 if ofi else 0), console
 
@@ -270,10 +270,11 @@ def freeze_rank0(path: str, mode: str, chatty: bool):
     mpi_entries.fail_beside_frozen_rank0(path, mode, chatty)
 
 
-def console_until(capfd, wanted, within: float = 30.0) -> str:
-    """What the driver printed (Ray forwards workers' logs a moment later), once all of `wanted` is in it."""
+def console_until(capfd, wanted, within: float = 30.0, times: int = 1) -> str:
+    """What the driver printed (Ray forwards workers' logs a moment later), once all of `wanted` is in it (each
+    `times` times)."""
     seen, deadline = "", time.monotonic() + within
-    while time.monotonic() < deadline and not all(w in seen for w in wanted):
+    while time.monotonic() < deadline and not all(seen.count(w) >= times for w in wanted):
         time.sleep(0.5)
         seen += "".join(capfd.readouterr())
     return seen
