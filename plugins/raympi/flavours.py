@@ -50,8 +50,6 @@ class Flavour:
     # Files the world shares on a node by name, removed by MPI_Finalize only: its ranks end with os._exit (see
     # raympi.rank0), so every rank removes those it maps once all ranks have joined (see release_shared_memory).
     shared_memory = ""
-    # Whether a world killed while its ranks start (before all have joined) leaves files behind.
-    killed_starting_leaves_files = False
     dry_run_starts_ranks = False  # see dry_run
 
     def options(self, config: "MPIConfig", python: str) -> List[str]:
@@ -157,7 +155,6 @@ class MPICH(Flavour):
 
     name, package, library, launcher, daemon = "mpich", "mpich", "MPICH", "mpiexec", "hydra_pmi_proxy"
     shared_memory = "/dev/shm/mpich_shm_*"  # 2 MiB per node and world
-    killed_starting_leaves_files = True
     dry_run_starts_ranks = True
     # Hydra's option names for the program it runs in place of ssh.
     bootstrap, bootstrap_exec = "-launcher", "-launcher-exec"
@@ -190,7 +187,6 @@ class IntelMPI(MPICH):
     # started by rank 0's launcher directly (no tree: a proxy has no agent to start others with).
     env = {"I_MPI_PIN": "${I_MPI_PIN:-0}", "I_MPI_HYDRA_BRANCH_COUNT": "0"}
     shared_memory = ""  # none is left behind: Intel MPI unlinks its files once mapped
-    killed_starting_leaves_files = False
 
 
 FLAVOURS: Dict[str, Flavour] = {flavour.name: flavour for flavour in (OpenMPI(), MPICH(), IntelMPI())}

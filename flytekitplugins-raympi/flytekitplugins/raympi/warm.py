@@ -2,7 +2,7 @@
 (an idle World actor: its ranks up, their imports done, no CPU used or reserved), and that call runs in it if it
 asks for the same world (the same rank 0 runtime env) and the world is whole. At most one waits at a time;
 RAYMPI_WARM_WORLDS=0 turns them off. A world runs one call, then is ended; one still waiting when the driver exits
-ends with Ray, at once, unless its flavour leaves files when killed while it starts (see _end_waiting)."""
+is left to start, then ended (see _end_waiting)."""
 
 import atexit
 import contextlib
@@ -15,8 +15,6 @@ import psutil
 import ray
 from flytekit import logger
 from ray.exceptions import RayError
-
-from raympi.flavours import FLAVOURS
 
 from .ranks import World
 
@@ -33,7 +31,6 @@ _WORLD = ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0)(World)
 class _Waiting:
     gcs_address: str  # the Ray it lives in
     runtime_env: str  # its rank 0's, as JSON
-    flavour: str
     world: "ray.actor.ActorHandle"
 
 
@@ -83,8 +80,7 @@ def start(runtime_env: dict, name: str) -> None:
     """Start the warm world for the next call with this rank 0 runtime env."""
     global _waiting
     world = _WORLD.options(name=name, runtime_env=runtime_env).remote()
-    _waiting = _Waiting(ray.get_runtime_context().gcs_address, _key(runtime_env), runtime_env["mpi"]["flavour"],
-                        world)
+    _waiting = _Waiting(ray.get_runtime_context().gcs_address, _key(runtime_env), world)
     # Run before Ray's own exit hook, which ray.init registered (perhaps again, since the last start).
     atexit.unregister(_end_waiting)
     atexit.register(_end_waiting)
@@ -101,11 +97,12 @@ def _leave_waiting() -> Optional[_Waiting]:
 
 
 def _end_waiting() -> None:
-    """Let Ray's exit end the waiting world, or, if its flavour leaves files when killed while it starts (MPICH's
-    shared memory), let it start, end it and wait for its launcher to end. What a killed launcher of the other
-    flavours leaves is removed once it is gone (see raympi.launcher_dir)."""
+    """Let the waiting world start, end it and wait for its launcher to end: a world killed while its ranks start
+    leaves flytekit's directories of the ranks still importing it (each removes them once imported, see
+    ranks._leaving_no_flytekit_dirs), and MPICH's shared memory. What a killed launcher of Open MPI leaves is removed
+    once it is gone (see raympi.launcher_dir)."""
     waiting = _leave_waiting()
-    if waiting is None or not FLAVOURS[waiting.flavour].killed_starting_leaves_files:
+    if waiting is None:
         return
     try:
         launcher = psutil.Process(ray.get(waiting.world.launcher_pid.remote(), timeout=EXIT_TIMEOUT_S))
