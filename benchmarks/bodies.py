@@ -111,15 +111,16 @@ def _stamp(enter: float, result) -> None:
         return
     from mpi4py import MPI
 
-    pid = os.getpid()
-    ppid, parent_name = procinfo.parent(pid)
+    from raympi.forked import launcher_pid
+
+    pid, ppid = os.getpid(), launcher_pid()  # mpirun, for a rank forked from a template too
     stamp = {
         "rank": MPI.COMM_WORLD.rank,
         "pid": pid,
         "enter": enter,
         "exit": time.time(),
         "started": procinfo.started(pid),
-        "parent": parent_name,
+        "parent": procinfo.name(ppid),
         "parent_pid": ppid,
         "parent_started": procinfo.started(ppid),
         "result": result,

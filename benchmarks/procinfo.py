@@ -19,10 +19,9 @@ def started(pid: int) -> float:
     return boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
-def parent(pid: int):
-    """(parent pid, parent's command name)."""
-    ppid = int(_stat(pid)[1][1])
-    return ppid, _stat(ppid)[0]
+def name(pid: int) -> str:
+    """The command name of `pid`."""
+    return _stat(pid)[0]
 
 
 def alive(pid: int, started_at: float) -> bool:
@@ -43,6 +42,51 @@ def cpu_s(pid: int) -> float:
 def named(names) -> list[int]:
     """The processes whose command name is one of `names`."""
     return [pid for pid, (name, _) in _all() if name in names]
+
+
+TEMPLATE = "-m raympi.template "  # in the command line of a template (raympi.template)
+SHIM = "/raympi/shim.py "  # in the command line of a shim (raympi.shim)
+
+
+def rank_of(pid: int) -> int:
+    """The rank process that a launcher's child `pid` is: itself or, for a shim (raympi.shim), the process a template
+    forked for it: the template's child that holds the shim's stderr (a pipe of the launcher's, one per rank). The
+    shim itself while its rank is not forked (yet)."""
+    try:
+        if not is_shim(pid):
+            return pid
+        stderr = os.readlink(f"/proc/{pid}/fd/2")
+    except OSError:  # gone meanwhile
+        return pid
+    for template in running(TEMPLATE):
+        for child in children(template):
+            if stderr in _open_files(child):
+                return child
+    return pid
+
+
+def is_shim(pid: int) -> bool:
+    """Whether `pid` is a shim: a Python running shim.py (its launcher's command line names shim.py too)."""
+    return name(pid).startswith("python") and SHIM in title(pid)
+
+
+def _open_files(pid: int) -> set[str]:
+    try:
+        return {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+    except OSError:  # gone meanwhile, or a descriptor closed meanwhile
+        return set()
+
+
+def running(text: str) -> list[int]:
+    """The processes whose command line holds `text`."""
+    found = []
+    for pid, _ in _all():
+        try:
+            if text in title(pid):
+                found.append(pid)
+        except OSError:  # it exited meanwhile
+            pass
+    return found
 
 
 def children(pid: int) -> list[int]:

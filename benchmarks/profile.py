@@ -19,8 +19,9 @@ from pathlib import Path
 
 import ray
 
-from benchmarks import launchers
+from benchmarks import launchers, procinfo
 from benchmarks.harness import ROOT, Session
+from benchmarks.procinfo import SHIM
 
 RATE = 100  # samples per second; with --idle every sample is 1/RATE s of wall time
 
@@ -33,18 +34,21 @@ def _py_spy() -> str:
 
 
 def record(case, speedscope: str) -> float:
-    """Run `case` once under py-spy attached to the raylet (following its children); return the wall time."""
+    """Run `case` once under py-spy attached to the raylet and to each rank template (raympi.template), following their
+    children (`speedscope`.0, .1, ...); return the wall time."""
     raylet = ray._private.worker._global_node.all_processes["raylet"][0].process.pid
-    spy = subprocess.Popen([_py_spy(), "record", "--subprocesses", "--idle", "--rate", str(RATE), "--format",
-                            "speedscope", "--output", speedscope, "--pid", str(raylet)],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    spies = [subprocess.Popen([_py_spy(), "record", "--subprocesses", "--idle", "--rate", str(RATE), "--format",
+                               "speedscope", "--output", f"{speedscope}.{i}", "--pid", str(pid)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for i, pid in enumerate([raylet, *procinfo.running(procinfo.TEMPLATE)])]
     time.sleep(2)  # py-spy attaches
     start = time.time()
     case.run()
     wall = time.time() - start
     time.sleep(1)
-    spy.send_signal(signal.SIGINT)
-    spy.wait(timeout=60)
+    for spy in spies:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(timeout=60)
     return wall
 
 
@@ -52,9 +56,13 @@ STARTED_FOR_THE_CALL = ("raympi.runner", "setup_worker.py")
 
 
 def busiest_frames(speedscope: str, top: int):
-    """Per main thread of each process started for the call (Ray's setup_worker, the ranks):
-    (process, seconds sampled, [(seconds, frame), ...])."""
-    data = json.loads(Path(speedscope).read_text())
+    """Per main thread of each process started for the call (Ray's setup_worker, the ranks) in every file
+    `speedscope`.N: (process, seconds sampled, [(seconds, frame), ...])."""
+    for path in sorted(Path(speedscope).parent.glob(f"{Path(speedscope).name}.*")):
+        yield from _busiest_frames(json.loads(path.read_text()), top)
+
+
+def _busiest_frames(data: dict, top: int):
     frames = data["shared"]["frames"]
 
     def label(i):
@@ -68,7 +76,8 @@ def busiest_frames(speedscope: str, top: int):
         _, pid, _, tid, *_ = profile["name"].split()
         names = {frames[i]["name"] for stack in profile["samples"] for i in stack}
         command = next((n for n in names if n.startswith(f"process {pid}:")), "")
-        if pid != tid or not any(marker in command for marker in STARTED_FOR_THE_CALL):
+        forked = "become_rank" in names  # a rank forked from a template (raympi.forked), not the template itself
+        if pid != tid or SHIM in command or not (forked or any(m in command for m in STARTED_FOR_THE_CALL)):
             continue
         stacks = [[i for i in s if shown(i)] for s in profile["samples"]]
         inclusive = collections.Counter(f for stack in stacks for f in dict.fromkeys(map(label, stack)))
@@ -87,10 +96,11 @@ def main(argv=None) -> None:
         factory = {"ray": launchers.ray_runtime_env, "raympijob": launchers.raympijob}[chosen.method]
         case = factory(chosen.ranks, "launch")
         case.run()  # warm-up: Ray's idle workers started, files in the page cache
-        with tempfile.NamedTemporaryFile(suffix=".json") as speedscope:
-            wall = record(case, speedscope.name)
+        with tempfile.TemporaryDirectory() as folder:
+            speedscope = os.path.join(folder, "launch")
+            wall = record(case, speedscope)
             print(f"one {chosen.method} call on {chosen.ranks} ranks: {wall:.2f} s wall")
-            for name, seconds, busiest in busiest_frames(speedscope.name, chosen.top):
+            for name, seconds, busiest in busiest_frames(speedscope, chosen.top):
                 print(f"\n{name}: sampled for {seconds:.2f} s")
                 print("\n".join(f"  {s:6.2f} s  {frame}" for s, frame in busiest))
     finally:

@@ -5,6 +5,7 @@ the Ray that RayMPIJob starts itself for it (its embedded Ray, the only one wher
 the session's."""
 
 import dataclasses
+import os
 import statistics
 import time
 
@@ -14,7 +15,7 @@ from benchmarks.report import Section, Target, seconds
 
 METHODS = {"mpirun": launchers.mpirun, "ray": launchers.ray_runtime_env, "raympijob": launchers.raympijob,
            "raympijob_cold": launchers.raympijob_cold}
-GAPS_S = (0.0, 5.0)  # from one call's end (its processes gone) to the next call
+GAPS_S = (0.0, 1.0, 5.0)  # from one call's end (its processes gone) to the next call
 REPEATED_CALL_S = 0.6  # target of issue 15: a repeated RayMPIJob call of 2 ranks
 WARM_RANK0_TITLE = "ray::World"  # how Ray titles rank 0 of a warm world: an idle actor of class World
 IDLE_CPU_S_PER_S = 0.2  # a world using less CPU than this is idle (importing, its ranks use every core)
@@ -35,48 +36,60 @@ def key(method: str, ranks: int, gap_s: float) -> str:
     return f"{method}+{gap_s:g}s/{ranks}/launch"
 
 
-def warm_world(ranks: int) -> list[int] | None:
-    """[mpirun, rank 0, the other ranks] of the warm world of `ranks` ranks once all its ranks run; else None."""
+def warm_world(ranks: int) -> dict[str, int] | None:
+    """The processes of the warm world of `ranks` ranks once all its ranks run ({"mpirun": pid, "rank 0": pid, ...,
+    and for ranks forked from a template "shim 0": pid, ...}); else None."""
     for pid in procinfo.named(MPIRUN_NAMES):
-        members = procinfo.children(pid)
+        started = procinfo.children(pid)
+        members = [procinfo.rank_of(child) for child in started]
         rank0 = [p for p in members if procinfo.title(p).split(" ")[0] == WARM_RANK0_TITLE]
         if rank0 and len(members) == ranks:
-            return [pid, *rank0, *(p for p in members if p not in rank0)]
+            others = (p for p in members if p not in rank0)
+            return {"mpirun": pid, "rank 0": rank0[0], **{f"rank {i}": p for i, p in enumerate(others, 1)},
+                    **{f"shim {i}": p for i, p in enumerate(started) if p not in members}}
     return None
 
 
-def world_cpu_s(pids: list[int]) -> float:
+def world_cpu_s(pids) -> float:
     return sum(map(procinfo.cpu_s, pids))
 
 
-def wait_until_idle(ranks: int) -> list[int]:
+def wait_until_idle(ranks: int) -> dict[str, int]:
     """The warm world of `ranks` ranks (as warm_world()) once it is up and used < IDLE_CPU_S_PER_S over a second."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
-        if not (pids := warm_world(ranks)):
+        if not (world := warm_world(ranks)):
             time.sleep(0.2)
             continue
-        before = world_cpu_s(pids)
+        before = world_cpu_s(world.values())
         time.sleep(1.0)
-        if world_cpu_s(pids) - before < IDLE_CPU_S_PER_S:
-            return pids
+        if world_cpu_s(world.values()) - before < IDLE_CPU_S_PER_S:
+            return world
     raise TimeoutError(f"no idle warm world of {ranks} ranks {START_TIMEOUT_S:g} s after a RayMPIJob call")
 
 
 def idle_warm_world(ranks: int) -> Sample:
-    """Call the RayMPIJob task once, then measure the warm world it leaves once idle. Sample: wall = from the call's
-    end until it was seen idle; result = each process's RSS and PSS (MB), the CPU-s its processes took to get there
-    (its start: a floor on back-to-back calls, each of which needs a world started), its CPU-s per s while idle."""
+    """Call the RayMPIJob task once, then measure the warm world it leaves once idle, and the template its ranks
+    forked from. Sample: wall = from the call's end until it was seen idle; result = each process's RSS and PSS (MB),
+    the CPU-s the world's processes took to get there (its start: a floor on back-to-back calls, each of which needs
+    a world started), their CPU-s per s while idle; the template's memory, idle CPU-s per s and start (from its
+    process's start until it listened)."""
     launchers.raympijob(ranks, "launch").run()
     end = time.time()
-    pids = wait_until_idle(ranks)
+    world = wait_until_idle(ranks)
     up = time.time() - end
-    names = ["mpirun", *(f"rank {i}" for i in range(ranks))]
-    memory = {name: procinfo.memory_mb(pid) for name, pid in zip(names, pids)}
-    before = world_cpu_s(pids)
+    templates = procinfo.running(procinfo.TEMPLATE)
+    memory = {name: procinfo.memory_mb(pid) for name, pid in world.items()}
+    before, template_before = world_cpu_s(world.values()), world_cpu_s(templates)
     time.sleep(IDLE_SAMPLE_S)
-    return Sample(up, {}, {"memory_mb": memory, "start_cpu_s": before,
-                           "idle_cpu_s_per_s": (world_cpu_s(pids) - before) / IDLE_SAMPLE_S})
+    result = {"memory_mb": memory, "start_cpu_s": before,
+              "idle_cpu_s_per_s": (world_cpu_s(world.values()) - before) / IDLE_SAMPLE_S}
+    if templates:
+        (template,) = templates
+        listening = os.stat(procinfo.title(template).split()[3]).st_mtime
+        result["template"] = {**procinfo.memory_mb(template), "start_s": listening - procinfo.started(template),
+                              "idle_cpu_s_per_s": (world_cpu_s(templates) - template_before) / IDLE_SAMPLE_S}
+    return Sample(up, {}, result)
 
 
 def memory_note(ranks: int, sample: Sample) -> str:
@@ -84,10 +97,14 @@ def memory_note(ranks: int, sample: Sample) -> str:
     total = {kind: sum(m[kind] for m in memory.values()) for kind in ("rss", "pss")}
     each = "; ".join(f"{name} {m['rss']:.0f} / {m['pss']:.0f}" for name, m in memory.items())
     start = sample.result["start_cpu_s"]
+    template = sample.result.get("template")
+    of_template = (f" Its node's template (raympi.template): RSS {template['rss']:.0f} MB, PSS {template['pss']:.0f} "
+                   f"MB, {template['idle_cpu_s_per_s']:.3f} CPU-s/s while idle, ready {template['start_s']:.2f} s "
+                   "after it started." if template else " No template (RAYMPI_TEMPLATES=0).")
     return (f"{ranks} ranks: RSS {total['rss']:.0f} MB, PSS {total['pss']:.0f} MB ({each}); seen idle "
             f"{sample.wall:.1f} s after the call returned; its start took {start:.2f} CPU-s, so back-to-back calls, "
             f"a world started for each, take at least {start / launchers.CORES:.2f} s each on {launchers.CORES} "
-            f"cores; {sample.result['idle_cpu_s_per_s']:.3f} CPU-s/s while idle.")
+            f"cores; {sample.result['idle_cpu_s_per_s']:.3f} CPU-s/s while idle.{of_template}")
 
 
 def run(session: Session, options) -> Section:
@@ -126,11 +143,12 @@ def notes(session: Session, options, warmup: int) -> str:
     idle = " ".join(memory_note(n, session.samples[f"warm_world/{n}/idle"][0]) for n in ranks)
     return (f"Medians of {options.repeats} timed calls per row. Each number of ranks runs on the Ray that RayMPIJob "
             "starts itself for it (its embedded Ray, max(cores, ranks) CPUs; warm worlds are kept only there). Each "
-            f"turn of a case is {warmup} untimed call(s), then the timed one, back to back or {GAPS_S[-1]:g} s after "
+            f"turn of a case is {warmup} untimed call(s), then the timed one, back to back or "
+            f"{' or '.join(f'{g:g}' for g in GAPS_S[1:])} s after "
             "the previous call ended, once its processes are gone (median time between calls: "
             f"{', '.join(f'{spacing(g)} {between[g]:.2f} s' for g in GAPS_S)}); turns go round-robin over the cases "
             "of one spacing and ranks. Ratio: against (a) plain mpirun, same ranks and spacing, this run. World "
             "already running: timed calls whose mpirun had started before the call (a warm world; for (b) and (c'), "
             "a spare: Ray starts spare workers for a runtime env, and here a worker is a whole world). Idle warm "
-            "world, all its processes (mpirun and ranks; RSS / PSS in MB of 10^6 bytes, /proc/<pid>/smaps_rollup): "
+            "world, all its processes (mpirun, ranks and the shims of ranks forked from a template; RSS / PSS in MB of 10^6 bytes, /proc/<pid>/smaps_rollup): "
             + idle)

@@ -11,6 +11,8 @@ import time
 
 from mpi4py import MPI
 
+from raympi.forked import launcher_pid
+
 
 def count_inside(samples: int) -> int:
     """Monte Carlo pi: points of this rank inside the unit quarter circle, summed on rank 0."""
@@ -43,7 +45,8 @@ def describe() -> dict:
         "rank": MPI.COMM_WORLD.rank,
         "host": socket.gethostname(),
         "pid": os.getpid(),
-        "mpirun": os.getppid(),
+        "mpirun": launcher_pid(),
+        "forked": launcher_pid() != os.getppid(),  # from a template (raympi.template)
         "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "cpus": sorted(os.sched_getaffinity(0)),
         "nice": os.getpriority(os.PRIO_PROCESS, threading.get_native_id()),  # of this thread (Linux)
@@ -54,9 +57,9 @@ def describe() -> dict:
 
 
 def record_pids(path: str) -> None:
-    """Append this rank's pid and its parent's (mpirun's) to `path`, for the leak checks."""
+    """Append this rank's pid and its launcher's (mpirun's) to `path`, for the leak checks."""
     with open(path, "a") as f:
-        f.write(f"{os.getpid()} {os.getppid()}\n")
+        f.write(f"{os.getpid()} {launcher_pid()}\n")
 
 
 def fail(mode: str, path: str) -> None:

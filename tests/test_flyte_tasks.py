@@ -92,9 +92,18 @@ def ray_imported() -> List[bool]:
     return MPI.COMM_WORLD.gather("ray" in sys.modules, root=0)
 
 
-def test_only_rank0_imports_ray():
-    """Rank 0 is the Ray worker; Ray's import, a second of CPU, would only delay the peers' start."""
+def test_of_fresh_ranks_only_rank0_imports_ray(monkeypatch):
+    """Rank 0 is the Ray worker; Ray's import, a second of CPU, would only delay the peers' start. (Ranks forked from a
+    template have it from there, at no cost.)"""
+    monkeypatch.setenv("RAYMPI_TEMPLATES", "0")
     assert ray_imported() == [True, False, False]
+
+
+def test_an_unknown_templates_setting_is_refused_naming_it(monkeypatch):
+    monkeypatch.setenv("RAYMPI_TEMPLATES", "yes")
+    with pytest.raises(ValueError, match="RAYMPI_TEMPLATES='yes': 1 forks every rank from a template process that "
+                                         "imported flytekit, 0 starts every rank as a fresh interpreter"):
+        ray_imported()
 
 
 @task(task_config=world(slots=3))

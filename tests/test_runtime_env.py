@@ -13,7 +13,8 @@ import pytest
 import ray
 from ray.exceptions import RayTaskError, RuntimeEnvSetupError, TaskCancelledError, WorkerCrashedError
 
-from conftest import TESTS_DIR, recorded_pids, seconds_since_failure, wait_until_gone
+from benchmarks import procinfo
+from conftest import TESTS_DIR, command_line, recorded_pids, seconds_since_failure, wait_until_gone
 import raympi
 from raympi import MPIRankError, MPIWorldError, mpi_init, preflight
 from raympi.channel import new_key
@@ -25,8 +26,32 @@ from raympi.world_key import KeyServer
 pytestmark = pytest.mark.usefixtures("local_ray")
 
 
-def mpi_env(n: int, entry: str, args=()):
-    return {"mpi": {"args": ["--oversubscribe", "-n", str(n), *args], "worker_entry": f"mpi_entries.{entry}"}}
+def mpi_env(n: int, entry: str, args=(), preload=None):
+    mpi = {"args": ["--oversubscribe", "-n", str(n), *args], "worker_entry": f"mpi_entries.{entry}"}
+    return {"mpi": mpi if preload is None else {**mpi, "preload": preload}}
+
+
+# Failures behave the same in a world whose ranks are fresh interpreters and in one forked from a template.
+STARTS = pytest.mark.parametrize("forked", [False, True], ids=["fresh ranks", "forked ranks"])
+
+
+def started_as(forked: bool, request, n: int, entry: str) -> dict:
+    """The runtime env of a world of `n` ranks running `entry`, whose ranks are forked from a template if `forked`
+    (then once the template is ready)."""
+    if not forked:
+        return mpi_env(n, entry)
+    request.getfixturevalue("template")
+    return mpi_env(n, entry, preload=[])
+
+
+@pytest.fixture(scope="module")
+def template():
+    """This module's template (raympi.template), once the ranks of worlds with "preload": [] fork from it."""
+    forked_env, deadline = mpi_env(3, "report_worker", preload=[]), time.monotonic() + 120
+    while not all(rank["forked"] for rank in ray.get(report_ranks.options(runtime_env=forked_env).remote(),
+                                                      timeout=120)[1:]):
+        assert time.monotonic() < deadline, "no template forked the ranks"
+        time.sleep(0.5)
 
 
 @ray.remote(runtime_env=mpi_env(4, "pi_worker"))
@@ -226,11 +251,12 @@ def fail_in_world(path: str, failing_rank: int, mode: str):
     comm.barrier()
 
 
-def run_failing(tmp_path, failing_rank: int, mode: str):
-    """Run a world whose rank `failing_rank` fails; the error it raised."""
+def run_failing(tmp_path, failing_rank: int, mode: str, env: dict = None):
+    """Run a world (of runtime env `env`) whose rank `failing_rank` fails; the error it raised."""
     pids_file = tmp_path / "pids"
     with pytest.raises(RayTaskError) as caught:
-        ray.get(fail_in_world.remote(str(pids_file), failing_rank, mode), timeout=120)
+        ray.get(fail_in_world.options(runtime_env=env or mpi_env(3, "failing_worker")).remote(
+            str(pids_file), failing_rank, mode), timeout=120)
     elapsed = seconds_since_failure(pids_file)
     assert elapsed < 30, f"the failure took {elapsed:.0f} s to reach the caller"
     pids = recorded_pids(pids_file)
@@ -239,8 +265,9 @@ def run_failing(tmp_path, failing_rank: int, mode: str):
     return caught.value
 
 
-def test_peer_that_raises_fails_the_call_with_its_exception(tmp_path):
-    error = run_failing(tmp_path, 1, "raise")
+@STARTS
+def test_peer_that_raises_fails_the_call_with_its_exception(tmp_path, forked, request):
+    error = run_failing(tmp_path, 1, "raise", started_as(forked, request, 3, "failing_worker"))
     cause = error.as_instanceof_cause()
     assert isinstance(cause, MPIRankError)
     assert cause.rank == 1
@@ -250,9 +277,10 @@ def test_peer_that_raises_fails_the_call_with_its_exception(tmp_path):
     assert "in failing_worker" in message  # the peer's traceback
 
 
+@STARTS
 @pytest.mark.parametrize("mode", ["exit", "kill"])
-def test_peer_that_dies_fails_the_call(tmp_path, mode):
-    error = run_failing(tmp_path, 1, mode)
+def test_peer_that_dies_fails_the_call(tmp_path, mode, forked, request):
+    error = run_failing(tmp_path, 1, mode, started_as(forked, request, 3, "failing_worker"))
     assert "MPI rank 1" in str(error)
     assert "exited before it finished" in str(error)
 
@@ -298,8 +326,9 @@ def test_a_peer_that_fails_while_rank0_is_frozen_ends_the_world(tmp_path, capfd,
     assert all(w in console for w in wanted), console
 
 
-def test_rank0_that_raises_fails_the_call_and_ends_the_world(tmp_path):
-    error = run_failing(tmp_path, 0, "raise")
+@STARTS
+def test_rank0_that_raises_fails_the_call_and_ends_the_world(tmp_path, forked, request):
+    error = run_failing(tmp_path, 0, "raise", started_as(forked, request, 3, "failing_worker"))
     assert isinstance(error.as_instanceof_cause(), ValueError)
     assert "rank 0 was told to fail" in str(error)
 
@@ -312,10 +341,11 @@ def in_barrier(path: str) -> None:
     mpi_entries.wait_in_barrier(path)
 
 
+@STARTS
 @pytest.mark.parametrize("force", [False, True], ids=["cancel", "force cancel"])
-def test_a_cancelled_call_ends_while_rank0_waits_in_a_barrier_and_leaves_nothing(tmp_path, force):
+def test_a_cancelled_call_ends_while_rank0_waits_in_a_barrier_and_leaves_nothing(tmp_path, force, forked, request):
     path = tmp_path / "pids"
-    call = in_barrier.remote(str(path))
+    call = in_barrier.options(runtime_env=started_as(forked, request, 2, "wait_in_barrier")).remote(str(path))
     deadline = time.monotonic() + 120
     while len(path.read_text().splitlines() if path.exists() else []) < 2:
         assert time.monotonic() < deadline, "the world did not start"
@@ -323,6 +353,25 @@ def test_a_cancelled_call_ends_while_rank0_waits_in_a_barrier_and_leaves_nothing
     ray.cancel(call, force=force)
     with pytest.raises((TaskCancelledError, WorkerCrashedError)):
         ray.get(call, timeout=30)
+    assert not wait_until_gone(recorded_pids(path)), "every rank and mpirun of the world exit"
+
+
+def test_a_killed_shim_fails_the_call_naming_its_rank_and_leaves_nothing(tmp_path, request):
+    """A launcher kills a rank by killing the process it started: for a rank forked from a template, its shim."""
+    path = tmp_path / "pids"
+    call = in_barrier.options(runtime_env=started_as(True, request, 2, "wait_in_barrier")).remote(str(path))
+    deadline = time.monotonic() + 120
+    while len(records := path.read_text().splitlines() if path.exists() else []) < 2:
+        assert time.monotonic() < deadline, "the world did not start"
+        time.sleep(0.2)
+    (mpirun,) = {int(line.split()[1]) for line in records}
+    shims = {procinfo.rank_of(shim): shim for shim in procinfo.children(mpirun)}
+    ranks = [int(line.split()[0]) for line in records]
+    assert set(shims) == set(ranks), "every rank forked for its shim"
+    (peer,) = [rank for rank in ranks if not command_line(rank).startswith("ray::")]
+    os.kill(shims[peer], signal.SIGKILL)
+    with pytest.raises(RayTaskError, match=r"(?s)MPI rank 1 .*exited before it finished"):
+        ray.get(call, timeout=60)
     assert not wait_until_gone(recorded_pids(path)), "every rank and mpirun of the world exit"
 
 

@@ -56,14 +56,28 @@ def fails_on(rank: int) -> int:
 
 
 def worlds(rank0_title: str = "") -> set:
-    """The processes of this module's MPI worlds, warm or running a call: each mpirun with its ranks; with
-    `rank0_title`, of the worlds with a rank so titled only."""
-    marked = marked_processes(MARKER)
-    ranks = {pid: parent(pid) for pid in marked}
-    mpiruns = {pid for pid in marked & set(procinfo.named(MPIRUN_NAMES))
-               if not rank0_title or any(up == pid and command_line(rank).startswith(rank0_title)
-                                         for rank, up in ranks.items())}
-    return mpiruns | {rank for rank, up in ranks.items() if up in mpiruns}
+    """The processes of this module's MPI worlds, warm or running a call: each mpirun, what it started, and the ranks
+    those are (forked from a template for them: benchmarks.procinfo.rank_of); with `rank0_title`, of the worlds with a
+    rank so titled only."""
+    found = set()
+    for mpirun in marked_processes(MARKER) & set(procinfo.named(MPIRUN_NAMES)):
+        started = set(procinfo.children(mpirun))
+        ranks = {procinfo.rank_of(child) for child in started}
+        if not rank0_title or any(command_line(rank).startswith(rank0_title) for rank in ranks):
+            found |= {mpirun, *started, *ranks}
+    return found
+
+
+def unforked(processes: set) -> set:
+    """The shims among `processes` whose rank is not forked yet."""
+    return {pid for pid in processes if _is_shim(pid) and procinfo.rank_of(pid) == pid}
+
+
+def _is_shim(pid: int) -> bool:
+    try:
+        return procinfo.is_shim(pid)
+    except OSError:  # gone meanwhile
+        return False
 
 
 def worlds_left() -> set:
@@ -80,16 +94,9 @@ def warm_world() -> set:
     return worlds(rank0_title="ray::World")
 
 
-def parent(pid: int) -> int:
-    try:
-        return procinfo.parent(pid)[0]
-    except OSError:  # gone meanwhile
-        return 0
-
-
 def wait_for_warm_world(ranks: int, timeout: float = 120) -> set:
     deadline = time.monotonic() + timeout
-    while len(idle := warm_world()) < ranks + 1:  # and mpirun
+    while len(idle := warm_world()) < ranks + 1 or unforked(idle):  # and mpirun
         assert time.monotonic() < deadline, f"no warm world of {ranks} ranks started: {idle}"
         time.sleep(0.2)
     return idle
@@ -253,7 +260,7 @@ def test_a_warm_world_that_lost_a_rank_while_idle_is_not_handed_out():
     world_state(x=1)
     idle = wait_for_warm_world(ranks=2)
     rank0 = {pid for pid in idle if command_line(pid).startswith("ray::World")}
-    peer = idle - rank0 - set(procinfo.named(MPIRUN_NAMES))
+    peer = {pid for pid in idle - rank0 - set(procinfo.named(MPIRUN_NAMES)) if not _is_shim(pid)}
     os.kill(peer.pop(), 9)
     rows = [row.split() for row in world_state(x=2)]
     assert [row[2:4] for row in rows] == [["1", "4"]] * 2, "the call ran, in a world of its own"

@@ -5,12 +5,15 @@ implementations comes from raympi.flavours."""
 import json
 import shlex
 import sys
+from pathlib import Path
 from typing import List
 
 from .config import MPIConfig
 from .flavours import FLAVOURS, Flavour
 from .launch_agent import LAUNCHERS_VAR, WORLD_VAR
 from .ray_internals import WORKER_NICENESS
+
+SHIM = str(Path(__file__).with_name("shim.py"))
 
 # Every rank runs as the launcher runs its ranks, rank 0 too. Ray would renice rank 0, a Ray worker, to
 # RAY_worker_niceness (15; Ray renices no other rank) and give it OMP_NUM_THREADS = the task's CPUs (all
@@ -25,11 +28,18 @@ def mpirun_command(config: MPIConfig, python: str = sys.executable, dry_run: boo
     argv. `python` is Ray's `py_executable`: an interpreter, or a command that runs one. With `dry_run`, the
     launcher only checks its arguments (see Flavour.dry_run)."""
     flavour = FLAVOURS[config.flavour]
-    program = [*shlex.split(python), "-m", "raympi.runner", flavour.name, *_expected_hosts(config),
-               config.worker_entry]
+    program = [*_rank_start(config, python), flavour.name, *_expected_hosts(config), config.worker_entry]
     launcher = [flavour.find(python), *flavour.options(config, python), *config.args,
                 *(flavour.dry_run(program) if dry_run else program)]
     return [*_launch_shell(flavour), *_agent_env(config), *launcher]
+
+
+def _rank_start(config: MPIConfig, python: str) -> List[str]:
+    """How each rank starts: a fresh interpreter, or with `preload` a shim that has it forked from a template (see
+    raympi.template)."""
+    if config.preload is None:
+        return [*shlex.split(python), "-m", "raympi.runner"]
+    return [*shlex.split(python), "-S", SHIM, python, ",".join(config.preload), "raympi.runner"]
 
 
 def py_executable(mpi: dict, python: str = sys.executable) -> str:

@@ -20,6 +20,7 @@ class MPIConfig:
     launchers: Dict[str, int] = field(default_factory=dict)
     world: Optional[str] = None
     flavour: str = "openmpi"
+    preload: Optional[List[str]] = None
 
     @classmethod
     def parse(cls, value) -> "MPIConfig":
@@ -38,5 +39,6 @@ class MPIConfig:
 
 
 _EXPECTED = ('{"args": ["-n", "4", ...] (strings, passed to mpirun), "worker_entry": "module.function" (what ranks '
-             '1..N-1 run), optionally "flavour": "openmpi" (default), "mpich" or "impi", and for a world on several '
-             'nodes **raympi.placement(placement_group, slots)}')
+             '1..N-1 run), optionally "flavour": "openmpi" (default), "mpich" or "impi", "preload": ["module", ...] '
+             '(ranks fork from a template that imported them), and for a world on several nodes '
+             '**raympi.placement(placement_group, slots)}')

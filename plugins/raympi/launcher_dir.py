@@ -10,6 +10,8 @@ import subprocess
 import sys
 from typing import Collection
 
+from .forked import launcher_pid
+
 # Polls the launcher: a watcher outlives it by at most this much.
 POLL_S = 0.2
 # What a watcher keeps of the rank's environment: where its programs are, and the temporary directory that the
@@ -28,7 +30,7 @@ def launcher_dir(parent: str, leftovers: str, launchers: Collection[str]) -> str
     another (init, once orphaned) LauncherGone, as a watcher would wait for good. Not on Linux: `parent` itself."""
     if not sys.platform.startswith("linux"):  # /proc
         return parent
-    launcher = os.getppid()
+    launcher = launcher_pid()
     try:
         with open(f"/proc/{launcher}/comm") as comm:
             name = comm.read().strip()

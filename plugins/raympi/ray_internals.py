@@ -18,7 +18,8 @@ inside the functions below, or on first access to `RuntimeEnvPlugin` / `RuntimeE
     `__ray_terminate__`, `__ray_call__`): guard_calls leaves them unguarded.
  4. Ray's Python worker is `<py_executable> <ray>/_private/workers/default_worker.py <args>`, and runs as
     `__main__` from that path (runpy) in a process that is not the one the raylet started (rank 0 is a child of
-    mpirun); it ends by returning or raising SystemExit. raympi.rank0 (run_default_worker).
+    mpirun); it ends by returning or raising SystemExit. raympi.rank0 (run_default_worker); raympi.template imports
+    its module (`ray._private.workers.default_worker`: only an argument parser at import) for rank 0 to fork from.
  5. `RAY_RAYLET_PID` in every worker's environment: rank 0's parent is mpirun, so rank 0 watches the raylet
     itself. raympi.rank0 (raylet_pid).
  6. `--node-ip-address=<ip>` among the worker's arguments: rank 0's node as Ray names it (what mpirun's --host
@@ -67,6 +68,7 @@ TESTED_RAY = ((2, 52), (2, 60))
 TESTED_REQUIREMENT = "ray[default]>={}.{},<{}.{}".format(*TESTED_RAY[0], TESTED_RAY[1][0], TESTED_RAY[1][1] + 1)
 
 RAY_METHOD_PREFIX = "__ray"  # 3
+DEFAULT_WORKER_MODULE = "ray._private.workers.default_worker"  # 4
 RAYLET_PID_ENV = "RAY_RAYLET_PID"  # 5
 NODE_IP_ARG = "--node-ip-address="  # 6
 RUNTIME_ENV_PLUGINS = "RAY_RUNTIME_ENV_PLUGINS"  # 8

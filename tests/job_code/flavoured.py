@@ -1,7 +1,7 @@
 """The same RayMPIJobs on every MPI flavour: RAYMPI_TEST_FLAVOUR picks the `flavour` field, nothing else changes.
 tests/test_flavours.py runs this file in the flavour's own venv:
 
-    python flavoured.py world|failing|aborting|bad_args <out.json>
+    python flavoured.py world|forked|failing|aborting|bad_args <out.json>
 """
 
 import json
@@ -21,17 +21,26 @@ FLAVOUR = os.environ.get("RAYMPI_TEST_FLAVOUR", "openmpi")
 
 @task(task_config=RayMPIJob(slots=4, flavour=FLAVOUR))
 def world(x: int, data: FlyteFile) -> Tuple[List[str], FlyteFile]:
-    """Each rank: "<rank>/<size> <pid> <allreduce> <library>"; rank 0 returns the input file's text, reversed."""
+    """Each rank: "<rank>/<size> <pid> <allreduce> <library> <parent>" (the parent's program, or "template" for a
+    rank forked from a template); rank 0 returns the input file's text, reversed."""
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD
     total = comm.allreduce(x * (comm.rank + 1))
     print(f"hello from rank {comm.rank}", flush=True)
     library = MPI.Get_library_version().split()[0]
-    rows = comm.gather(f"{comm.rank}/{comm.size} {os.getpid()} {total} {library}", root=0)
+    rows = comm.gather(f"{comm.rank}/{comm.size} {os.getpid()} {total} {library} {_parent()}", root=0)
     reversed_text = Path(current_context().working_directory) / "reversed.txt"
     reversed_text.write_text(Path(data.download()).read_text()[::-1])
     return rows, FlyteFile(str(reversed_text))
+
+
+def _parent() -> str:
+    with open(f"/proc/{os.getppid()}/cmdline", "rb") as cmdline:
+        if b"raympi.template" in cmdline.read():
+            return "template"
+    with open(f"/proc/{os.getppid()}/comm") as comm:
+        return comm.read().strip()
 
 
 @task(task_config=RayMPIJob(slots=4, flavour=FLAVOUR))
@@ -60,6 +69,17 @@ def run_world(out: str) -> list:
     data.write_text("flavours")
     calls = [world_workflow(x=x, data=FlyteFile(str(data))) for x in (1, 2)]
     return [{"rows": rows, "file": Path(file.download()).read_text()} for rows, file in calls]
+
+
+def run_forked(out: str) -> list:
+    """`world` called until its ranks fork from a template (at most 5 calls, 1 s apart): each call's rows."""
+    data = Path(out).with_suffix(".in")
+    data.write_text("templates")
+    calls = []
+    while len(calls) < 5 and not (calls and all(row.endswith(" template") for row in calls[-1])):
+        time.sleep(1 if calls else 0)
+        calls.append(world(x=1, data=FlyteFile(str(data)))[0])
+    return calls
 
 
 def run_failing(out: str) -> dict:
@@ -95,6 +115,7 @@ def run_bad_args(out: str) -> dict:
 
 if __name__ == "__main__":
     case, out = sys.argv[1:]
-    Path(out).write_text(json.dumps({"world": run_world, "failing": run_failing, "aborting": run_aborting,
-                                     "bad_args": run_bad_args}[case](out)))
+    cases = {"world": run_world, "forked": run_forked, "failing": run_failing, "aborting": run_aborting,
+             "bad_args": run_bad_args}
+    Path(out).write_text(json.dumps(cases[case](out)))
 

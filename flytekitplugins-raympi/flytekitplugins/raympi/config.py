@@ -4,6 +4,7 @@ Validated by pydantic when the task is decorated: a bad value fails there, namin
 it accepts.
 """
 
+import os
 import sys
 import warnings
 from enum import Enum
@@ -261,3 +262,11 @@ def _check_cluster_lifetime(job: RayMPIJob) -> None:
                       "plugins.ray.shutdownAfterJobFinishes: false in the backend's configuration; to choose the "
                       "delay, give ttl_seconds_after_finished.",
                       UserWarning)
+
+
+def switch(variable: str, on: str, off: str) -> bool:
+    """An environment variable that turns something on (1, the default) or off (0); `on`, `off`: what each does."""
+    value = os.environ.get(variable, "1")
+    if value not in ("0", "1"):
+        raise ValueError(f"{variable}={value!r}: 1 {on}, 0 {off}")
+    return value == "1"

@@ -13,7 +13,7 @@ import time
 import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import cloudpickle
 import psutil
@@ -29,13 +29,14 @@ import raympi
 from raympi.flavours import FLAVOURS
 from raympi.ray_internals import bundle_nodes, job_runtime_env, nodes_offering
 
-from . import blobs, warm
-from .config import ActiveDeadlineExceeded, RayMPIJob
+from . import blobs, ranks, warm
+from .config import ActiveDeadlineExceeded, RayMPIJob, switch
 from .deck import world_deck
 from .flytekit_internals import checkpoint_locations, write_deck
 from .ranks import (PEER_ENTRY, Assignment, Rank0Result, literals_from_bytes, literals_to_bytes, remove_working_dirs,
                     run_rank0)
 
+TEMPLATES_VAR = "RAYMPI_TEMPLATES"
 # A failed MPI world is not retried by Ray: Flyte's `retries` decide that.
 _RANK0 = ray.remote(max_retries=0)(run_rank0)
 _REMOVE_WORKING_DIRS = ray.remote(num_cpus=0, max_retries=0)(remove_working_dirs)
@@ -91,6 +92,8 @@ def run_world(config: RayMPIJob, name: str, assign: Callable[[str, str], Any], o
     ranks.run_rank0). `assign(run_id, driver_node)` makes the assignment every rank runs (see ranks.Assignment);
     `observed`: the world keeps its ranks' output and marks for a deck; `deadline`: (seconds or None, the setting
     that gave it). `marks` gets the driver's timeline ("called", "placement reserved"), also when the world fails."""
+    templates = switch(TEMPLATES_VAR, on="forks every rank from a template process that imported flytekit",
+                       off="starts every rank as a fresh interpreter")
     connected = _connect(config)
     embedded = connected is not None and connected.address is None
     # On a cluster each worker is a node of its own, as in an MPIJob. An embedded Ray is one node: one bundle for
@@ -103,9 +106,9 @@ def run_world(config: RayMPIJob, name: str, assign: Callable[[str, str], Any], o
     try:
         _wait_for(reservation, config, bundles, resource, ranks_per_bundle)
         marks["placement reserved"] = time.time()
-        runtime_env = _runtime_env(config, raympi.placement(reservation, ranks_per_bundle, config.runtime_env),
-                                   embedded)
         assignment = assign(uuid.uuid4().hex, ray.get_runtime_context().get_node_id())
+        runtime_env = _runtime_env(config, raympi.placement(reservation, ranks_per_bundle, config.runtime_env),
+                                   embedded, _preload(assignment) if templates else None)
         args = (list(sys.path), cloudpickle.dumps(assignment), observed)
         mpi = runtime_env["mpi"]
         warm_up = embedded and resource == "CPU" and warm.enabled()
@@ -194,7 +197,13 @@ def deadline(config: RayMPIJob, timeout: Optional[float]) -> Tuple[Optional[floa
     return min(((s, name) for s, name in limits if s is not None), default=(None, ""))
 
 
-def _runtime_env(config: RayMPIJob, placement: dict, embedded: bool) -> dict:
+def _preload(assignment) -> List[str]:
+    """What the template that every rank forks from imports (see raympi.template): the ranks' modules of the
+    assignment's SDK."""
+    return sorted({ranks.__name__, type(assignment).__module__})
+
+
+def _runtime_env(config: RayMPIJob, placement: dict, embedded: bool, preload: Optional[List[str]]) -> dict:
     mpirun_args = ["-n", str(config.world_size), *config.mpirun_args]
     cores = os.cpu_count() or 1
     if embedded and config.world_size > cores:  # on a cluster each node offers its ranks' slots
@@ -202,6 +211,8 @@ def _runtime_env(config: RayMPIJob, placement: dict, embedded: bool) -> dict:
         mpirun_args[:0] = FLAVOURS[config.flavour].oversubscribe
     env = dict(config.runtime_env or {})
     env["mpi"] = {"args": mpirun_args, "worker_entry": PEER_ENTRY, "flavour": config.flavour, **placement}
+    if preload is not None:
+        env["mpi"]["preload"] = preload
     return env
 
 

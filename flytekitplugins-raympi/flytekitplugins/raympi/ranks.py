@@ -30,6 +30,7 @@ from flytekit.core.data_persistence import FileAccessProvider
 from flytekit.core.type_engine import TypeEngine
 from flytekit.models.literals import LiteralMap
 from raympi import world
+from raympi.forked import launcher_pid
 
 from . import blobs
 from .flytekit_internals import move_scratch, remove_flytekit_tmp_dirs, run_as_flytekit
@@ -170,7 +171,7 @@ class World:
 
     def launcher_pid(self) -> int:
         """The pid of the world's launcher (mpirun), which ends it; raises, as any call does, once a rank is lost."""
-        return os.getppid()
+        return launcher_pid()
 
 
 def report_for_deck() -> None:

@@ -7,7 +7,6 @@ is left to start, then ended (see _end_waiting)."""
 import atexit
 import contextlib
 import json
-import os
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
@@ -16,6 +15,7 @@ import ray
 from flytekit import logger
 from ray.exceptions import RayError
 
+from .config import switch
 from .ranks import World
 
 WARM_WORLDS_VAR = "RAYMPI_WARM_WORLDS"
@@ -39,10 +39,7 @@ _waiting: Optional[_Waiting] = None
 
 def enabled() -> bool:
     """RAYMPI_WARM_WORLDS: 1 (the default) keeps a warm world for the next call, 0 none."""
-    value = os.environ.get(WARM_WORLDS_VAR, "1")
-    if value not in ("0", "1"):
-        raise ValueError(f"{WARM_WORLDS_VAR}={value!r}: 1 keeps a warm world for the next call, 0 keeps none")
-    return value == "1"
+    return switch(WARM_WORLDS_VAR, on="keeps a warm world for the next call", off="keeps none")
 
 
 @contextlib.contextmanager

@@ -1,0 +1,151 @@
+"""What the launcher starts as a rank when the world's ranks fork from a template (see raympi.template):
+
+    <python> -S shim.py <python> <preload,...> <module> <its arguments>
+
+for `<python> -m <module> <its arguments>` (raympi.runner's).
+
+It hands this process's environment, working directory, CPU affinity, umask and open file descriptors (stdin,
+stdout, stderr, Hydra's PMI_FD) to the template of its node and environment, which forks the rank from them. It then
+stands for the rank to the launcher: the signals it gets reach the rank, it exits as the rank did, and the rank is
+killed when it is. With no template to fork from, it starts one for the next world and becomes the rank itself.
+
+Run by path with `python -S`: it imports nothing but the standard library, and no site-packages.
+"""
+
+import contextlib
+import hashlib
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+
+# The variables a launcher sets for each rank of each world: the template's key leaves them out (every world would
+# need a template of its own), and nothing reads them before MPI_Init. PYTHONBREAKPOINT: Ray's, for rank 0 only.
+PER_WORLD = ("OMPI_", "PMIX_", "PRTE_", "OPAL_", "PMI_", "HYDRA_", "HYDI_", "MPI_LOCAL", "I_MPI_", "PYTHONBREAKPOINT")
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
+             signal.SIGCONT)
+MESSAGE_LIMIT = 1 << 20
+SOCKET_PATH_LIMIT = 108  # Linux's sun_path, its terminating NUL included
+
+
+def main(argv) -> None:
+    python, preload, module, module_argv = argv[0], argv[1], argv[2], argv[3:]
+    path = socket_path(python, preload)
+    if path:
+        try:
+            template = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            template.connect(path)
+        except OSError:  # none yet, or one that ended
+            template.close()
+            _start_template(python, preload, path[:-len(".sock")])
+        else:
+            _run_forked(template, module, module_argv)
+    os.execvp(shlex.split(python)[0], [*shlex.split(python), "-m", module, *module_argv])
+
+
+def template_env() -> dict:
+    """This process's environment without what differs between worlds: the template's, and part of its key."""
+    return {name: value for name, value in os.environ.items() if not name.startswith(PER_WORLD)}
+
+
+def socket_path(python: str, preload: str):
+    """The template's socket for this interpreter, preload, environment, niceness, network and user, in a directory
+    of this user's that nobody else can enter; None where no such directory can be made."""
+    directory = os.path.join(os.environ.get("TMPDIR") or "/tmp", f"raympi-templates-{os.getuid()}")
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        status = os.lstat(directory)
+        network = os.stat("/proc/self/ns/net").st_ino
+    except OSError:
+        return None
+    if status.st_uid != os.getuid() or status.st_mode & 0o077 or not os.path.isdir(directory):
+        return None
+    key = json.dumps([python, preload, os.getpriority(os.PRIO_PROCESS, 0), network, sorted(template_env().items())])
+    path = os.path.join(directory, hashlib.sha256(key.encode()).hexdigest()[:24] + ".sock")
+    return path if len(path.encode()) < SOCKET_PATH_LIMIT else None
+
+
+def _start_template(python: str, preload: str, name: str) -> None:
+    """Start the template for the next rank, in a session of its own and orphaned at once: a rank's end takes its
+    process group and descendants with it. At most one runs per socket (see raympi.template); none where one
+    could not start, as its log says."""
+    log = f"{name}.log"
+    if os.path.exists(log) and os.path.getsize(log):
+        print(f"raympi: this rank starts without a template: the last one could not start ({log})", file=sys.stderr)
+        return
+    if os.fork() == 0:
+        try:
+            with open(log, "ab") as stderr:
+                subprocess.Popen([*shlex.split(python), "-m", "raympi.template", f"{name}.sock", preload], cwd="/",
+                                 env=template_env(), stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr,
+                                 start_new_session=True)
+        finally:
+            os._exit(0)
+    os.wait()
+
+
+def _run_forked(template: socket.socket, module: str, module_argv) -> None:
+    """The rank, forked by the template from what this process hands over; exit as it does. Returns only if the
+    template started none."""
+    pending, rank = [], None
+
+    def forward(signum, _frame):
+        if rank is None:
+            pending.append(signum)
+        else:
+            with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+                os.kill(rank, signum)
+
+    for signum in FORWARDED:
+        signal.signal(signum, forward)
+    fds = [fd for fd in sorted(map(int, os.listdir("/proc/self/fd"))) if fd != template.fileno() and _is_open(fd)]
+    request = {"module": module, "argv": module_argv, "env": dict(os.environ), "cwd": os.getcwd(),
+               "launcher": os.getppid(), "fds": fds, "affinity": sorted(os.sched_getaffinity(0)), "umask": _umask()}
+    try:
+        socket.send_fds(template, [json.dumps(request).encode()], fds)
+        started = template.recv(MESSAGE_LIMIT)
+    except OSError:  # the template ended meanwhile
+        started = b""
+    if not started:  # no rank forked: this process becomes it, and gets what it was sent meanwhile
+        template.close()
+        for signum in FORWARDED:
+            signal.signal(signum, signal.SIG_DFL)
+        for signum in pending:
+            os.kill(os.getpid(), signum)
+        return
+    rank = json.loads(started)["pid"]
+    for signum in pending:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(rank, signum)
+    ended = template.recv(MESSAGE_LIMIT)
+    if not ended:
+        print(f"raympi: the template that forked rank pid {rank} ended, and the rank with it", file=sys.stderr)
+        os._exit(1)
+    status = json.loads(ended)["status"]
+    if os.WIFSIGNALED(status):  # as its rank was
+        signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+        os.kill(os.getpid(), os.WTERMSIG(status))
+        os._exit(128 + os.WTERMSIG(status))
+    os._exit(os.WEXITSTATUS(status))
+
+
+def _is_open(fd: int) -> bool:
+    """Whether `fd` is still open: listing /proc/self/fd opened one of its own, closed since."""
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,205 @@
+"""Ranks forked from a template (raympi.template) through the shim a launcher starts (raympi.shim): a real template
+and real shims, started here as a launcher starts a rank (`python -S shim.py <python> <preload> <module> <args>`).
+The template's raylet is a process of this test's, so that it can end it. Each flavour's ranks forked from templates
+under Ray and a launcher: tests/test_flavours.py."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import TESTS_DIR, processes_naming, wait_until_gone
+from raympi.command import SHIM
+
+
+class Node:
+    """Where ranks start: a temporary directory (TMPDIR, and the home of a module that changes) and a raylet."""
+
+    def __init__(self):
+        self.tmp = Path(tempfile.mkdtemp(prefix="tpl-", dir="/tmp"))  # short: a socket's path is at most 107 bytes
+        self.templates = self.tmp / f"raympi-templates-{os.getuid()}"
+        (self.tmp / "changing.py").write_text("VALUE = 1\n")
+        self.raylet = subprocess.Popen(["sleep", "3600"])
+        self.env = {**os.environ, "TMPDIR": str(self.tmp), "RAY_RAYLET_PID": str(self.raylet.pid),
+                    "PYTHONPATH": f"{TESTS_DIR}{os.pathsep}{self.tmp}"}
+        self._reports = 0
+
+    def shim(self, *argv, preload: str = "", env=(), **popen) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-S", SHIM, sys.executable, preload, "template_entries", *argv],
+                                env={**self.env, **dict(env)}, **popen)
+
+    def report(self, cwd: Path = None, env=(), cpus=None, umask: int = 0o022, preload: str = "") -> dict:
+        """template_entries.report's, checking what it wrote to stdout and to a descriptor the shim was given."""
+        self._reports += 1
+        out = self.tmp / f"report-{self._reports}.json"
+        read_end, write_end = os.pipe()
+
+        def as_a_launcher_starts_it():
+            os.umask(umask)
+            if cpus:
+                os.sched_setaffinity(0, cpus)
+
+        shim = self.shim("report", str(out), str(write_end), preload=preload, env=env,
+                         pass_fds=(write_end,), preexec_fn=as_a_launcher_starts_it, cwd=cwd or self.tmp,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        os.close(write_end)
+        stdout, stderr = shim.communicate(timeout=60)
+        with os.fdopen(read_end, "rb") as extra:
+            assert extra.read() == b"through the extra descriptor"
+        assert shim.returncode == 0, stderr
+        assert stdout == "on stdout\n"
+        self.stderr = stderr
+        return json.loads(out.read_text())
+
+    def socket(self) -> Path:
+        """The template's socket, once it listens (its imports done)."""
+        deadline = time.monotonic() + 60
+        while not (found := list(self.templates.glob("*.sock"))) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert found, f"no template listens: {[p.name for p in self.templates.iterdir()]}"
+        return found[0]
+
+    def template_pids(self) -> set:
+        return processes_naming(f"-m raympi.template {self.templates}")
+
+    def waiting_rank(self, handle: bool = False):
+        """A shim whose rank waits (on SIGTERM, with `handle`, it says so and exits 3), and the rank's pid."""
+        pid_file = self.tmp / f"wait-{time.monotonic_ns()}"
+        shim = self.shim("wait", str(pid_file), "yes" if handle else "no")
+        deadline = time.monotonic() + 60
+        while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return shim, int(pid_file.read_text()), pid_file
+
+    def end(self) -> set:
+        """End the raylet; the templates still running after 15 s."""
+        self.raylet.kill()
+        self.raylet.wait()
+        return wait_until_gone(self.template_pids())
+
+
+@pytest.fixture
+def node():
+    node = Node()
+    yield node
+    assert node.end() == set(), "a template outlived its raylet"
+    shutil.rmtree(node.tmp, ignore_errors=True)
+
+
+def test_a_rank_forks_from_the_template_once_it_is_ready_given_all_its_shim_was_given(node):
+    first = node.report()
+    assert not first["forked"], "the first rank starts the template, and runs without it"
+    template = node.socket()
+    (node.tmp / "changing.py").write_text("VALUE = 2\n")
+    elsewhere = node.tmp / "elsewhere"
+    elsewhere.mkdir()
+    second = node.report(cwd=elsewhere, env={"OMPI_TEST_WORLD": "7"}, cpus={0}, umask=0o027)
+    assert second["forked"], "the template forked it"
+    assert second["launcher"] == os.getpid(), "its launcher is its shim's parent"
+    assert second["pgid"] not in (os.getpgid(0), *node.template_pids()), "a process group of its own"
+    assert (second["cwd"], second["argv"][0], second["world"]) == (str(elsewhere), "report", "7")
+    assert (second["cpus"], second["umask"]) == ([0], 0o027), "as the launcher set up its shim"
+    assert second["value"] == 2, "a module changed since the template started is imported anew"
+    assert list(node.templates.glob("*.sock")) == [template], "one template for every world's ranks"
+
+
+def test_the_shim_exits_as_its_rank_does_and_passes_signals_on(node):
+    node.report()
+    node.socket()
+    assert node.shim("exit", "7").wait(timeout=60) == 7
+    for handle, status in ((True, 3), (False, -signal.SIGTERM)):
+        shim, rank, pid_file = node.waiting_rank(handle)
+        assert _parent(rank) in node.template_pids(), "forked"
+        shim.send_signal(signal.SIGTERM)
+        assert shim.wait(timeout=60) == status
+        assert pid_file.read_text().endswith(" term") == handle
+
+
+def test_a_killed_shim_takes_its_rank_with_it(node):
+    node.report()
+    node.socket()
+    shim, rank, _ = node.waiting_rank()
+    shim.kill()
+    shim.wait()
+    assert wait_until_gone({rank}) == set()
+    assert node.template_pids(), "the template serves on"
+
+
+def test_the_template_ends_with_its_raylet_taking_its_ranks_and_files_with_it(node):
+    node.report()
+    node.socket()
+    shim, rank, _ = node.waiting_rank()
+    assert node.end() == set()
+    assert wait_until_gone({rank}) == set()
+    assert shim.wait(timeout=30) != 0, "its shim says the rank ended"
+    assert list(node.templates.iterdir()) == [], "socket, lock and log removed"
+
+
+@pytest.mark.parametrize("preload, why", [("no_such_module", "No module named 'no_such_module'"),
+                                          ("threaded", "started 1 thread(s): ranks forked from this process would "
+                                                       "lack them; leave the module that starts them out")],
+                         ids=["a module that does not import", "a module that starts a thread"])
+def test_a_template_that_cannot_start_is_not_started_again_and_ranks_say_so(node, preload, why):
+    (node.tmp / "threaded.py").write_text("import threading, time\n"
+                                          "threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()\n")
+    assert not node.report(preload=preload)["forked"]
+    deadline = time.monotonic() + 60
+    while not (logs := [p for p in node.templates.glob("*.log") if p.stat().st_size]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert logs and why in logs[0].read_text()
+    assert not node.report(preload=preload)["forked"]
+    assert f"this rank starts without a template: the last one could not start ({logs[0]})" in node.stderr
+    assert wait_until_gone(node.template_pids()) == set(), "it ended"
+
+
+def test_a_stranger_cannot_have_a_rank_forked(node):
+    """Another user reaches no template: the directory is its user's alone, and the template checks the peer's user
+    (SO_PEERCRED) before it reads a byte."""
+    node.report()
+    path = node.socket()
+    out = node.tmp / "stranger.json"
+    assert _as_uid_1000(path, out) == "PermissionError"
+    for opened, mode in ((node.tmp, 0o777), (node.templates, 0o755), (path, 0o777)):
+        os.chmod(opened, mode)
+    before = node.template_pids()
+    assert _as_uid_1000(path, out) == "closed", "the template hung up on it"
+    assert node.template_pids() == before and not out.exists()
+
+
+def _as_uid_1000(path: Path, out: Path) -> str:
+    """What a process of uid 1000 got asking the template at `path` for a rank: PermissionError, or "closed"."""
+    request = {"module": "template_entries", "argv": ["report", str(out)], "env": {}, "cwd": "/",
+               "launcher": 1, "fds": [], "affinity": [0], "umask": 0o022}
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # as uid 1000, with this interpreter's modules loaded: its own may lie where uid 1000 cannot read
+        try:
+            os.setgid(1000)
+            os.setuid(1000)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as template:
+                template.connect(str(path))
+                template.send(json.dumps(request).encode())
+                said = "closed" if template.recv(1024) == b"" else "answered"
+        except (ConnectionResetError, BrokenPipeError):
+            said = "closed"
+        except OSError as error:
+            said = type(error).__name__
+        os.write(write_end, said.encode())
+        os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_end) as said:
+        return said.read()
+
+
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[1])
