@@ -58,16 +58,33 @@ def rank_of(pid: int) -> int:
         stderr = os.readlink(f"/proc/{pid}/fd/2")
     except OSError:  # gone meanwhile
         return pid
-    for template in running(TEMPLATE):
+    for template in templates():
         for child in children(template):
             if stderr in _open_files(child):
                 return child
     return pid
 
 
+def templates() -> list[int]:
+    """The rank templates (raympi.template) running; not the ranks they forked, which show the same command line."""
+    found = running(TEMPLATE)
+    return [pid for pid in found if parent(pid) not in found]
+
+
+def parent(pid: int) -> int:
+    """The parent of `pid`; 0 once it is gone."""
+    try:
+        return int(_stat(pid)[1][1])
+    except OSError:
+        return 0
+
+
 def is_shim(pid: int) -> bool:
     """Whether `pid` is a shim: a Python running shim.py (its launcher's command line names shim.py too)."""
-    return name(pid).startswith("python") and SHIM in title(pid)
+    try:
+        return name(pid).startswith("python") and SHIM in title(pid)
+    except OSError:  # gone meanwhile (name's /proc read)
+        return False
 
 
 def _open_files(pid: int) -> set[str]:
@@ -79,14 +96,7 @@ def _open_files(pid: int) -> set[str]:
 
 def running(text: str) -> list[int]:
     """The processes whose command line holds `text`."""
-    found = []
-    for pid, _ in _all():
-        try:
-            if text in title(pid):
-                found.append(pid)
-        except OSError:  # it exited meanwhile
-            pass
-    return found
+    return [pid for pid, _ in _all() if text in title(pid)]
 
 
 def children(pid: int) -> list[int]:
@@ -112,6 +122,9 @@ def memory_mb(pid: int) -> dict:
 
 
 def title(pid: int) -> str:
-    """The command line as the process shows it (Ray workers set theirs, e.g. "ray::World")."""
-    with open(f"/proc/{pid}/cmdline") as f:
-        return f.read().replace("\0", " ").strip()
+    """The command line as the process shows it (Ray workers set theirs, e.g. "ray::World"); "" once it is gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline") as f:
+            return f.read().replace("\0", " ").strip()
+    except OSError:
+        return ""

@@ -40,7 +40,7 @@ def record(case, speedscope: str) -> float:
     spies = [subprocess.Popen([_py_spy(), "record", "--subprocesses", "--idle", "--rate", str(RATE), "--format",
                                "speedscope", "--output", f"{speedscope}.{i}", "--pid", str(pid)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-             for i, pid in enumerate([raylet, *procinfo.running(procinfo.TEMPLATE)])]
+             for i, pid in enumerate([raylet, *procinfo.templates()])]
     time.sleep(2)  # py-spy attaches
     start = time.time()
     case.run()

@@ -43,7 +43,7 @@ def warm_world(ranks: int) -> dict[str, int] | None:
         started = procinfo.children(pid)
         members = [procinfo.rank_of(child) for child in started]
         rank0 = [p for p in members if procinfo.title(p).split(" ")[0] == WARM_RANK0_TITLE]
-        if rank0 and len(members) == ranks:
+        if rank0 and len(members) == ranks and not any(map(procinfo.is_shim, members)):  # every rank forked
             others = (p for p in members if p not in rank0)
             return {"mpirun": pid, "rank 0": rank0[0], **{f"rank {i}": p for i, p in enumerate(others, 1)},
                     **{f"shim {i}": p for i, p in enumerate(started) if p not in members}}
@@ -78,17 +78,16 @@ def idle_warm_world(ranks: int) -> Sample:
     end = time.time()
     world = wait_until_idle(ranks)
     up = time.time() - end
-    templates = procinfo.running(procinfo.TEMPLATE)
+    template = [pid for pid in procinfo.templates() if pid == procinfo.parent(world["rank 0"])]  # if forked
     memory = {name: procinfo.memory_mb(pid) for name, pid in world.items()}
-    before, template_before = world_cpu_s(world.values()), world_cpu_s(templates)
+    before, template_before = world_cpu_s(world.values()), world_cpu_s(template)
     time.sleep(IDLE_SAMPLE_S)
     result = {"memory_mb": memory, "start_cpu_s": before,
               "idle_cpu_s_per_s": (world_cpu_s(world.values()) - before) / IDLE_SAMPLE_S}
-    if templates:
-        (template,) = templates
-        listening = os.stat(procinfo.title(template).split()[3]).st_mtime
-        result["template"] = {**procinfo.memory_mb(template), "start_s": listening - procinfo.started(template),
-                              "idle_cpu_s_per_s": (world_cpu_s(templates) - template_before) / IDLE_SAMPLE_S}
+    if template:
+        listening = os.stat(procinfo.title(template[0]).split()[3]).st_mtime
+        result["template"] = {**procinfo.memory_mb(template[0]), "start_s": listening - procinfo.started(template[0]),
+                              "idle_cpu_s_per_s": (world_cpu_s(template) - template_before) / IDLE_SAMPLE_S}
     return Sample(up, {}, result)
 
 

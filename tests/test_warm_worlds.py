@@ -70,14 +70,7 @@ def worlds(rank0_title: str = "") -> set:
 
 def unforked(processes: set) -> set:
     """The shims among `processes` whose rank is not forked yet."""
-    return {pid for pid in processes if _is_shim(pid) and procinfo.rank_of(pid) == pid}
-
-
-def _is_shim(pid: int) -> bool:
-    try:
-        return procinfo.is_shim(pid)
-    except OSError:  # gone meanwhile
-        return False
+    return {pid for pid in processes if procinfo.is_shim(pid) and procinfo.rank_of(pid) == pid}
 
 
 def worlds_left() -> set:
@@ -260,7 +253,7 @@ def test_a_warm_world_that_lost_a_rank_while_idle_is_not_handed_out():
     world_state(x=1)
     idle = wait_for_warm_world(ranks=2)
     rank0 = {pid for pid in idle if command_line(pid).startswith("ray::World")}
-    peer = {pid for pid in idle - rank0 - set(procinfo.named(MPIRUN_NAMES)) if not _is_shim(pid)}
+    peer = {pid for pid in idle - rank0 - set(procinfo.named(MPIRUN_NAMES)) if not procinfo.is_shim(pid)}
     os.kill(peer.pop(), 9)
     rows = [row.split() for row in world_state(x=2)]
     assert [row[2:4] for row in rows] == [["1", "4"]] * 2, "the call ran, in a world of its own"

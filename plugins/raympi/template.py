@@ -4,8 +4,8 @@ for a second or more. Started by the first rank's shim that finds none (see raym
 
     python -m raympi.template <socket path> <preload,...>
 
-It runs no user code (a rank imports its task's module itself, as it is now) and starts no thread, so forking
-it is as safe as starting a fresh interpreter. Its socket lies in a directory only its user can enter, and it forks
+It runs no user code (a rank imports its task's module itself, as it is now) and has no thread but its own (it does
+not start if an import started one), so forking it is as safe as starting a fresh interpreter. Its socket lies in a directory only its user can enter, and it forks
 only for a peer of its own user. It ends when the raylet it was started under ends, or after IDLE_S without a rank,
 its ranks with it.
 """
