@@ -26,7 +26,7 @@ def become_rank(request: dict, fds: List[int]) -> None:
     """Turn this forked process into the rank the shim stands for, then run its module as `python -m` would.
     Never returns."""
     global _launcher
-    os.setsid()  # a process group of its own, as a launcher starts each rank: killing it kills no other world's
+    os.setpgid(0, 0)  # a process group of its own, as a launcher starts each rank: killing it kills no other world's
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # and it ends with the template
     _place_fds(fds, request["fds"])
     os.environ.clear()
