@@ -111,6 +111,22 @@ def test_a_rank_forks_from_the_template_once_it_is_ready_given_all_its_shim_was_
     assert list(node.templates.glob("*.sock")) == [template], "one template for every world's ranks"
 
 
+def test_what_killed_templates_left_is_removed_by_the_next_template(node):
+    """A PID namespace or a container ends its processes with SIGKILL: a template then removes nothing."""
+    node.templates.mkdir(mode=0o700)
+    for suffix in (".sock", ".lock", ".log"):
+        (node.templates / f"killed{suffix}").touch()
+    (node.templates / "failed.log").write_text("why it could not start")
+    node.report()
+    deadline = time.monotonic() + 60
+    while list(node.templates.glob("killed.*")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not list(node.templates.glob("killed.*")), "the killed template's files"
+    node.socket()
+    assert node.report()["forked"], "the template that removed them serves"
+    assert (node.templates / "failed.log").exists(), "a log that tells shims not to start another"
+
+
 def test_the_shim_exits_as_its_rank_does_and_passes_signals_on(node):
     node.report()
     node.socket()

@@ -14,6 +14,7 @@ import contextlib
 import errno
 import fcntl
 import gc
+import glob
 import importlib
 import json
 import os
@@ -46,6 +47,7 @@ def main(path: str, preload: str) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:  # another serves (or is about to)
         return
+    _sweep(os.path.dirname(path), lock)
     try:
         listener = _ready(path, preload)
     except BaseException:  # noqa: B036 -- whatever it is, the log says it
@@ -58,6 +60,24 @@ def main(path: str, preload: str) -> None:
         for leftover in (path, f"{name}.lock", f"{name}.log"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(leftover)
+
+
+def _sweep(directory: str, own_lock) -> None:
+    """Remove what templates that were killed left (their socket, lock and empty log: a PID namespace or a container
+    ends with SIGKILL): a lock that nobody holds. A log that says why a template could not start stays."""
+    for lock_path in glob.glob(os.path.join(directory, "*.lock")):
+        if lock_path == own_lock.name:
+            continue
+        try:
+            with open(lock_path) as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                name = lock_path[:-len(".lock")]
+                for leftover in (f"{name}.sock", lock_path):
+                    os.unlink(leftover)
+                if not os.path.getsize(f"{name}.log"):
+                    os.unlink(f"{name}.log")
+        except OSError:  # held (it serves), or removed meanwhile
+            continue
 
 
 def _ready(path: str, preload: str) -> socket.socket:

@@ -108,7 +108,7 @@ def run_world(config: RayMPIJob, name: str, assign: Callable[[str, str], Any], o
         marks["placement reserved"] = time.time()
         assignment = assign(uuid.uuid4().hex, ray.get_runtime_context().get_node_id())
         runtime_env = _runtime_env(config, raympi.placement(reservation, ranks_per_bundle, config.runtime_env),
-                                   embedded, _preload(assignment) if templates else None)
+                                   embedded, [ranks.__name__] if templates else None)
         args = (list(sys.path), cloudpickle.dumps(assignment), observed)
         mpi = runtime_env["mpi"]
         warm_up = embedded and resource == "CPU" and warm.enabled()
@@ -197,13 +197,10 @@ def deadline(config: RayMPIJob, timeout: Optional[float]) -> Tuple[Optional[floa
     return min(((s, name) for s, name in limits if s is not None), default=(None, ""))
 
 
-def _preload(assignment) -> List[str]:
-    """What the template that every rank forks from imports (see raympi.template): the ranks' modules of the
-    assignment's SDK."""
-    return sorted({ranks.__name__, type(assignment).__module__})
-
-
 def _runtime_env(config: RayMPIJob, placement: dict, embedded: bool, preload: Optional[List[str]]) -> dict:
+    """The task's runtime env with the world's `mpi` one; `preload`: what the template every rank forks from imports
+    (see raympi.template), None for fresh ranks. Every rank runs this module's ranks, in either SDK (Flyte 2's own
+    import starts a thread, which a template refuses: its ranks import it after the fork)."""
     mpirun_args = ["-n", str(config.world_size), *config.mpirun_args]
     cores = os.cpu_count() or 1
     if embedded and config.world_size > cores:  # on a cluster each node offers its ranks' slots
