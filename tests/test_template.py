@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import procinfo
 from conftest import TESTS_DIR, processes_naming, wait_until_gone
 from raympi.command import SHIM
 
@@ -133,7 +134,7 @@ def test_the_shim_exits_as_its_rank_does_and_passes_signals_on(node):
     assert node.shim("exit", "7").wait(timeout=60) == 7
     for handle, status in ((True, 3), (False, -signal.SIGTERM)):
         shim, rank, pid_file = node.waiting_rank(handle)
-        assert _parent(rank) in node.template_pids(), "forked"
+        assert procinfo.parent(rank) in node.template_pids(), "forked"
         shim.send_signal(signal.SIGTERM)
         assert shim.wait(timeout=60) == status
         assert pid_file.read_text().endswith(" term") == handle
@@ -214,8 +215,3 @@ def _as_uid_1000(path: Path, out: Path) -> str:
     os.waitpid(pid, 0)
     with os.fdopen(read_end) as said:
         return said.read()
-
-
-def _parent(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as stat:
-        return int(stat.read().rsplit(")", 1)[1].split()[1])
