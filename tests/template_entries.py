@@ -19,7 +19,8 @@ def report(out: str, extra_fd: str) -> None:
     with open(out, "w") as f:
         json.dump({"forked": forked, "launcher": launcher_pid(), "cwd": os.getcwd(), "argv": sys.argv[1:],
                    "world": os.environ.get("OMPI_TEST_WORLD"), "cpus": sorted(os.sched_getaffinity(0)),
-                   "umask": umask, "value": __import__("changing").VALUE, "pgid": os.getpgid(0)}, f)
+                   "umask": umask, "value": __import__("changing").VALUE, "pgid": os.getpgid(0),
+                   "set_by_import": os.environ.get("I_MPI_SET_BY_IMPORT")}, f)
 
 
 def exit_with(code: str) -> None:

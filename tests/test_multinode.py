@@ -54,8 +54,8 @@ def check_world(rows, cluster) -> str:
     assert [row.split()[0] for row in rows] == ["0/4", "1/4", "2/4", "3/4"]
     assert sorted(ips) == sorted(2 * [w.ip for w in cluster.workers]), "2 ranks on each worker node"
     assert {row.split()[3] for row in rows} == {"30"}, "allreduce of 3 * (rank + 1) across nodes"
-    assert {tuple(row.split()[4:]) for row in rows} == {("0", "1", "two_nodes")}, \
-        "every rank at mpirun's niceness, 1 thread, with the task's runtime_env"
+    assert {tuple(row.split()[4:8]) for row in rows} == {("0", "1", "two_nodes", "forked")}, \
+        "every rank at mpirun's niceness, 1 thread, with the task's runtime_env, forked from its node's template"
     return ips[0]
 
 
@@ -90,6 +90,20 @@ def test_ranks_run_on_the_reserved_worker_nodes_and_rank0s_file_reaches_the_driv
     assert len(new_jobs) == 1, f"Ray jobs besides the driver's own: {new_jobs}"
     launchers = [a for a in ray_state(cluster, "ACTORS") if a.class_name == "DaemonLauncher"]
     assert launchers and {a.state for a in launchers} == {"DEAD"}, launchers
+
+
+def test_every_world_forks_its_ranks_from_the_templates_of_its_nodes(cluster):
+    """Each node's first world starts the node's template and waits for it (check_world: every rank forked); a later
+    world's ranks fork from the same templates: what differs between worlds (the launch agent's variables among
+    them) is not in a template's key (raympi.shim.PER_WORLD)."""
+    worlds = cluster.driver("""
+        import mpi_jobs
+        emit([mpi_jobs.two_nodes(x=3, fail_on_rank=-1)[0] for _ in range(2)])
+    """, cwd=JOB_CODE).result(timeout=600)
+    for rows in worlds:
+        check_world(rows, cluster)
+    first, second = ({(row.split()[1], row.split()[8]) for row in rows} for rows in worlds)
+    assert first == second, "each node's ranks forked from the same template in both worlds"
 
 
 def holders(secrets) -> list:

@@ -73,12 +73,16 @@ class Node:
 
     def waiting_rank(self, handle: bool = False):
         """A shim whose rank waits (on SIGTERM, with `handle`, it says so and exits 3), and the rank's pid."""
-        pid_file = self.tmp / f"wait-{time.monotonic_ns()}"
-        shim = self.shim("wait", str(pid_file), "yes" if handle else "no")
+        return self.waiting_ranks(1, handle)[0]
+
+    def waiting_ranks(self, n: int, handle: bool = False) -> list:
+        """`n` shims started together, each with its rank's pid, once each rank waits (see waiting_rank)."""
+        pid_files = [self.tmp / f"wait-{time.monotonic_ns()}-{i}" for i in range(n)]
+        shims = [self.shim("wait", str(pid_file), "yes" if handle else "no") for pid_file in pid_files]
         deadline = time.monotonic() + 60
-        while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        while not all(p.exists() and p.read_text() for p in pid_files) and time.monotonic() < deadline:
             time.sleep(0.05)
-        return shim, int(pid_file.read_text()), pid_file
+        return [(shim, int(pid_file.read_text()), pid_file) for shim, pid_file in zip(shims, pid_files)]
 
     def end(self) -> set:
         """End the raylet; the templates still running after 15 s."""
@@ -95,9 +99,11 @@ def node():
     shutil.rmtree(node.tmp, ignore_errors=True)
 
 
-def test_a_rank_forks_from_the_template_once_it_is_ready_given_all_its_shim_was_given(node):
-    first = node.report()
-    assert not first["forked"], "the first rank starts the template, and runs without it"
+def test_ranks_fork_from_the_template_the_first_one_started_given_all_its_shim_was_given(node):
+    ranks = node.waiting_ranks(3)  # started together: one starts the template, all wait for it
+    parents = {procinfo.parent(rank) for _, rank, _ in ranks}
+    assert len(parents) == 1 and parents < node.template_pids(), "all forked by one template"
+    assert node.report()["forked"]
     template = node.socket()
     (node.tmp / "changing.py").write_text("VALUE = 2\n")
     elsewhere = node.tmp / "elsewhere"
@@ -110,6 +116,16 @@ def test_a_rank_forks_from_the_template_once_it_is_ready_given_all_its_shim_was_
     assert (second["cpus"], second["umask"]) == ([0], 0o027), "as the launcher set up its shim"
     assert second["value"] == 2, "a module changed since the template started is imported anew"
     assert list(node.templates.glob("*.sock")) == [template], "one template for every world's ranks"
+    for shim, _, _ in ranks:
+        shim.kill()
+
+
+def test_a_variable_the_templates_imports_set_reaches_its_ranks_unless_their_own_environment_sets_it(node):
+    """As a fresh rank's imports would set it: mpi4py sets FI_PROVIDER_PATH for Intel MPI's libfabric, unless set."""
+    (node.tmp / "sets_env.py").write_text("import os\nos.environ.setdefault('I_MPI_SET_BY_IMPORT', 'imported')\n")
+    assert node.report(preload="sets_env")["set_by_import"] == "imported"
+    assert node.report(preload="sets_env", env={"I_MPI_SET_BY_IMPORT": "own"})["set_by_import"] == "own"
+    assert len(node.template_pids()) == 1, "one template forked both (I_MPI_* is not in its key)"
 
 
 def test_what_killed_templates_left_is_removed_by_the_next_template(node):
@@ -126,6 +142,17 @@ def test_what_killed_templates_left_is_removed_by_the_next_template(node):
     node.socket()
     assert node.report()["forked"], "the template that removed them serves"
     assert (node.templates / "failed.log").exists(), "a log that tells shims not to start another"
+
+
+def test_a_killed_template_is_replaced_by_the_next_rank_even_if_its_imports_warned(node):
+    """What an import writes to the template's stderr (its log) is not why it could not start."""
+    (node.tmp / "warns.py").write_text("import sys\nprint('a warning', file=sys.stderr)\n")
+    assert node.report(preload="warns")["forked"]
+    (template,) = node.template_pids()
+    os.kill(template, signal.SIGKILL)
+    assert wait_until_gone({template}) == set()
+    assert node.report(preload="warns")["forked"], "the next rank started another and forked from it"
+    assert node.template_pids() - {template}
 
 
 def test_the_shim_exits_as_its_rank_does_and_passes_signals_on(node):
@@ -167,10 +194,8 @@ def test_the_template_ends_with_its_raylet_taking_its_ranks_and_files_with_it(no
 def test_a_template_that_cannot_start_is_not_started_again_and_ranks_say_so(node, preload, why):
     (node.tmp / "threaded.py").write_text("import threading, time\n"
                                           "threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()\n")
-    assert not node.report(preload=preload)["forked"]
-    deadline = time.monotonic() + 60
-    while not (logs := [p for p in node.templates.glob("*.log") if p.stat().st_size]) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    assert not node.report(preload=preload)["forked"], "its rank waited for it, then started without it"
+    logs = [p for p in node.templates.glob("*.log") if p.stat().st_size]
     assert logs and why in logs[0].read_text()
     assert not node.report(preload=preload)["forked"]
     assert f"this rank starts without a template: the last one could not start ({logs[0]})" in node.stderr

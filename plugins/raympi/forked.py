@@ -10,7 +10,7 @@ import runpy
 import signal
 import sys
 import traceback
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 _PR_SET_PDEATHSIG = 1
 
@@ -22,15 +22,15 @@ def launcher_pid() -> int:
     return _launcher if _launcher is not None else os.getppid()
 
 
-def become_rank(request: dict, fds: List[int]) -> None:
-    """Turn this forked process into the rank the shim stands for, then run its module as `python -m` would.
-    Never returns."""
+def become_rank(request: dict, fds: List[int], imported_env: Dict[str, str]) -> None:
+    """Turn this forked process into the rank the shim stands for, then run its module as `python -m` would: its
+    environment is the shim's, with what the template's imports set where the shim's does not. Never returns."""
     global _launcher
     os.setpgid(0, 0)  # a process group of its own, as a launcher starts each rank: killing it kills no other world's
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # and it ends with the template
     _place_fds(fds, request["fds"])
     os.environ.clear()
-    os.environ.update(request["env"])
+    os.environ.update({**imported_env, **request["env"]})
     os.chdir(request["cwd"])
     os.sched_setaffinity(0, request["affinity"])
     os.umask(request["umask"])

@@ -7,12 +7,15 @@ for `<python> -m <module> <its arguments>` (raympi.runner's).
 It hands this process's environment, working directory, CPU affinity, umask and open file descriptors (stdin,
 stdout, stderr, Hydra's PMI_FD) to the template of its node and environment, which forks the rank from them. It then
 stands for the rank to the launcher: the signals it gets reach the rank, it exits as the rank did, and the rank is
-killed when it is. With no template to fork from, it starts one for the next world and becomes the rank itself.
+killed when it is. With no template to fork from, it starts one and waits for it, as do the ranks that find it
+starting: a template's imports take about as long as one rank's, which each rank would otherwise do itself. Where
+none can start, or none listens within WAIT_S, it becomes the rank itself.
 
 Run by path with `python -S`: it imports nothing but the standard library, and no site-packages.
 """
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -21,28 +24,27 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 # The variables a launcher sets for each rank of each world: the template's key leaves them out (every world would
-# need a template of its own), and nothing reads them before MPI_Init. PYTHONBREAKPOINT: Ray's, for rank 0 only.
-PER_WORLD = ("OMPI_", "PMIX_", "PRTE_", "OPAL_", "PMI_", "HYDRA_", "HYDI_", "MPI_LOCAL", "I_MPI_", "PYTHONBREAKPOINT")
+# need a template of its own), and nothing reads them before MPI_Init. PYTHONBREAKPOINT: Ray's, for rank 0 only;
+# RAYMPI_LAUNCHERS and RAYMPI_WORLD: for the launch agent of a world on several nodes (raympi.launch_agent).
+PER_WORLD = ("OMPI_", "PMIX_", "PRTE_", "OPAL_", "PMI_", "HYDRA_", "HYDI_", "MPI_LOCAL", "I_MPI_", "PYTHONBREAKPOINT",
+             "RAYMPI_LAUNCHERS", "RAYMPI_WORLD")
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
              signal.SIGCONT)
 MESSAGE_LIMIT = 1 << 20
 SOCKET_PATH_LIMIT = 108  # Linux's sun_path, its terminating NUL included
+# How long a rank waits for its node's template to listen, once one is starting, before it starts without one.
+WAIT_S = 30.0
 
 
 def main(argv) -> None:
     python, preload, module, module_argv = argv[0], argv[1], argv[2], argv[3:]
     path = socket_path(python, preload)
-    if path:
-        try:
-            template = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            template.connect(path)
-        except OSError:  # none yet, or one that ended
-            template.close()
-            _start_template(python, preload, path[:-len(".sock")])
-        else:
-            _run_forked(template, module, module_argv)
+    template = path and _template(python, preload, path[:-len(".sock")])
+    if template:
+        _run_forked(template, module, module_argv)
     os.execvp(shlex.split(python)[0], [*shlex.split(python), "-m", module, *module_argv])
 
 
@@ -68,20 +70,62 @@ def socket_path(python: str, preload: str):
     return path if len(path.encode()) < SOCKET_PATH_LIMIT else None
 
 
-def _start_template(python: str, preload: str, name: str) -> None:
-    """Start the template for the next rank, in a session of its own and orphaned at once: a rank's end takes its
-    process group and descendants with it. At most one runs per socket (see raympi.template); none where one
-    could not start, as its log says."""
+def _template(python: str, preload: str, name: str):
+    """A connection to the template serving at NAME.sock: the one listening, or one starting (whoever holds NAME.lock
+    starts or serves; this rank starts one if none does); None if none can start (its NAME.log says why), or none
+    listens within WAIT_S."""
+    deadline, started = time.monotonic() + WAIT_S, False
+    while time.monotonic() < deadline:
+        template = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            template.connect(f"{name}.sock")
+            return template
+        except OSError:  # none listens yet, or one ended
+            template.close()
+        lock = _free_lock(name)
+        if lock is not None:  # none starts or serves
+            with lock:
+                if _failed(name) or started:  # (one killed as it started leaves no log)
+                    return None
+                _start_template(python, preload, name, lock)
+                started = True
+        time.sleep(0.02)
+    print(f"raympi: this rank starts without a template: none listened within {WAIT_S:.0f} s", file=sys.stderr)
+    return None
+
+
+def _failed(name: str) -> bool:
+    """Whether the last template of NAME could not start: then no rank starts another, and each says so."""
     log = f"{name}.log"
     if os.path.exists(log) and os.path.getsize(log):
         print(f"raympi: this rank starts without a template: the last one could not start ({log})", file=sys.stderr)
-        return
+        return True
+    return False
+
+
+def _free_lock(name: str):
+    """NAME.lock, opened and locked by this process; None if another holds it. Locked as the file at that path (one
+    a template removed as it ended could be locked by one rank while another makes a new one)."""
+    lock = open(f"{name}.lock", "a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.fstat(lock.fileno()).st_ino == os.stat(lock.name).st_ino:
+            return lock
+    except OSError:  # held; or removed meanwhile
+        pass
+    lock.close()
+    return None
+
+
+def _start_template(python: str, preload: str, name: str, lock) -> None:
+    """Start the template, in a session of its own and orphaned at once: a rank's end takes its process group and
+    descendants with it. It inherits `lock`, held as long as it starts or serves."""
     if os.fork() == 0:
         try:
-            with open(log, "ab") as stderr:
-                subprocess.Popen([*shlex.split(python), "-m", "raympi.template", f"{name}.sock", preload], cwd="/",
-                                 env=template_env(), stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr,
-                                 start_new_session=True)
+            with open(f"{name}.log", "wb") as stderr:
+                subprocess.Popen([*shlex.split(python), "-m", "raympi.template", f"{name}.sock", preload,
+                                  str(lock.fileno())], cwd="/", env=template_env(), stdin=subprocess.DEVNULL,
+                                 stdout=stderr, stderr=stderr, pass_fds=(lock.fileno(),), start_new_session=True)
         finally:
             os._exit(0)
     os.wait()

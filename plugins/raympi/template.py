@@ -1,8 +1,9 @@
 """A process per node and environment that has done the ranks' imports once (mpi4py, Ray's worker, raympi's and the
 world's `preload`, such as flytekit) and forks each rank from them: a rank starts in milliseconds instead of importing
-for a second or more. Started by the first rank's shim that finds none (see raympi.shim):
+for a second or more. Started by the first rank's shim that finds none (see raympi.shim), holding the lock it is
+given (NAME.lock, locked as descriptor <lock fd>) for as long as it starts or serves:
 
-    python -m raympi.template <socket path> <preload,...>
+    python -m raympi.template <socket path NAME.sock> <preload,...> <lock fd>
 
 It runs no user code (a rank imports its task's module itself, as it is now) and has no thread but its own (it does
 not start if an import started one), so forking it is as safe as starting a fresh interpreter. Its socket lies in a directory only its user can enter, and it forks
@@ -25,7 +26,7 @@ import struct
 import sys
 import time
 import traceback
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from . import forked
 from .ray_internals import DEFAULT_WORKER_MODULE, RAYLET_PID_ENV
@@ -37,25 +38,19 @@ IDLE_S = 600.0
 BASE_PRELOAD = ("raympi.flavours", "raympi.peer", "raympi.rank0", DEFAULT_WORKER_MODULE)
 
 
-def main(path: str, preload: str) -> None:
-    """Serve at `path` (NAME.sock, beside NAME.lock, held while it serves, and NAME.log, its stderr), once no other
-    template does; remove all three when it ends. A template that cannot start leaves its log, which tells shims not
-    to start another (see raympi.shim)."""
+def main(path: str, preload: str, lock_fd: str) -> None:
+    """Serve at `path` (NAME.sock, beside NAME.lock and NAME.log, its stderr); remove all three when it ends. One
+    that cannot start leaves its lock and log, which tells shims not to start another (see raympi.shim)."""
     name = path[:-len(".sock")]
-    lock = open(f"{name}.lock", "w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:  # another serves (or is about to)
-        return
+    lock = os.fdopen(int(lock_fd), "w")
     _sweep(os.path.dirname(path), lock)
     try:
-        listener = _ready(path, preload)
+        listener, imported_env = _ready(path, preload)
     except BaseException:  # noqa: B036 -- whatever it is, the log says it
         traceback.print_exc()
-        os.unlink(f"{name}.lock")
         sys.exit(1)
     try:
-        _Template(listener, lock).serve()
+        _Template(listener, lock, imported_env).serve()
     finally:
         for leftover in (path, f"{name}.lock", f"{name}.log"):
             with contextlib.suppress(FileNotFoundError):
@@ -64,38 +59,47 @@ def main(path: str, preload: str) -> None:
 
 def _sweep(directory: str, own_lock) -> None:
     """Remove what templates that were killed left (their socket, lock and empty log: a PID namespace or a container
-    ends with SIGKILL): a lock that nobody holds. A log that says why a template could not start stays."""
+    ends with SIGKILL): a lock that nobody holds. What a template that could not start left stays (see main)."""
+    own = os.fstat(own_lock.fileno()).st_ino
     for lock_path in glob.glob(os.path.join(directory, "*.lock")):
-        if lock_path == own_lock.name:
-            continue
+        name = lock_path[:-len(".lock")]
         try:
             with open(lock_path) as lock:
+                if os.fstat(lock.fileno()).st_ino == own or _said_why(f"{name}.log"):
+                    continue
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                name = lock_path[:-len(".lock")]
-                for leftover in (f"{name}.sock", lock_path):
-                    os.unlink(leftover)
-                if not os.path.getsize(f"{name}.log"):
-                    os.unlink(f"{name}.log")
-        except OSError:  # held (it serves), or removed meanwhile
+                for leftover in (f"{name}.sock", lock_path, f"{name}.log"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(leftover)
+        except OSError:  # held (it serves, or a rank's shim starts one), or removed meanwhile
             continue
 
 
-def _ready(path: str, preload: str) -> socket.socket:
-    """Import what the ranks need, then listen at `path`. A thread started by an import would be missing, or holding
-    a lock forever, in every forked rank: such a template does not start."""
-    modules = [*BASE_PRELOAD, *filter(None, preload.split(","))]
+def _said_why(log: str) -> bool:
+    return os.path.exists(log) and os.path.getsize(log) > 0
+
+
+def _ready(path: str, preload: str) -> Tuple[socket.socket, Dict[str, str]]:
+    """Import what the ranks need, then listen at `path`; and the environment variables the imports set (mpi4py's
+    FI_PROVIDER_PATH for Intel MPI's libfabric, say), which a fresh rank's imports would set too. A thread started
+    by an import would be missing, or holding a lock forever, in every forked rank: such a template does not
+    start."""
+    modules, before = [*BASE_PRELOAD, *filter(None, preload.split(","))], dict(os.environ)
     _preload(modules)
     threads = len(os.listdir("/proc/self/task"))
     if threads > 1:
         raise RuntimeError(f"importing {', '.join(modules)} started {threads - 1} thread(s): ranks forked from this "
                            "process would lack them; leave the module that starts them out of `preload`")
     gc.freeze()  # what the imports made stays shared with the ranks: the collector would touch every page
+    sys.stderr.flush()  # its log, which tells why a template could not start: what the imports warned of goes
+    os.ftruncate(sys.stderr.fileno(), 0)
+    os.lseek(sys.stderr.fileno(), 0, os.SEEK_SET)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)  # a template's that ended without removing it
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     listener.bind(path)
     listener.listen(64)
-    return listener
+    return listener, {name: value for name, value in os.environ.items() if before.get(name) != value}
 
 
 def _preload(modules: List[str]) -> None:
@@ -108,8 +112,8 @@ def _preload(modules: List[str]) -> None:
 
 
 class _Template:
-    def __init__(self, listener: socket.socket, lock):
-        self._listener, self._lock = listener, lock
+    def __init__(self, listener: socket.socket, lock, imported_env: Dict[str, str]):
+        self._listener, self._lock, self._imported_env = listener, lock, imported_env
         self._selector = selectors.DefaultSelector()
         self._ranks: Dict[int, socket.socket] = {}  # pid: its shim's connection
         self._shims: Dict[socket.socket, Optional[int]] = {}  # connection: its rank's pid, once forked
@@ -167,7 +171,7 @@ class _Template:
         if pid == 0:  # the rank: it never returns into the template's loop
             try:
                 self._close_in_rank()
-                forked.become_rank(json.loads(message), fds)
+                forked.become_rank(json.loads(message), fds, self._imported_env)
             except BaseException:  # noqa: B036 -- it could not become the rank: its stderr says why
                 traceback.print_exc()
             finally:
