@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 import ray
 
+from benchmarks import procinfo
 from conftest import TESTS_DIR, recorded_pids, wait_until_gone
 import raympi
 from raympi import channel, mpi_init
@@ -318,7 +319,10 @@ def test_a_silent_stranger_holds_up_no_peer_and_is_dropped(monkeypatch):
 
 
 def mpi_rank(pid: int) -> bool:
-    """Whether `pid` is an MPI rank (mpirun gives every rank PMIX_RANK; rank 0 renames itself as a Ray worker)."""
+    """Whether `pid` is an MPI rank: a template's child (raympi.template; rank 0 renames itself as a Ray worker), or a
+    fresh one, which mpirun gives PMIX_RANK (a forked rank's /proc environ is its template's)."""
+    if procinfo.TEMPLATE in procinfo.title(procinfo.parent(pid)):
+        return True
     try:
         with open(f"/proc/{pid}/environ", "rb") as f:
             return any(var.startswith(b"PMIX_RANK=") for var in f.read().split(b"\0"))
