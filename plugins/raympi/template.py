@@ -6,9 +6,9 @@ given (NAME.lock, locked as descriptor <lock fd>) for as long as it starts or se
     python -m raympi.template <socket path NAME.sock> <preload,...> <lock fd>
 
 It runs no user code (a rank imports its task's module itself, as it is now) and has no thread but its own (it does
-not start if an import started one), so forking it is as safe as starting a fresh interpreter. Its socket lies in a directory only its user can enter, and it forks
-only for a peer of its own user. It ends when the raylet it was started under ends, or after IDLE_S without a rank,
-its ranks with it.
+not start if an import started one), so forking it is as safe as starting a fresh interpreter. Its socket lies in a
+directory only its user can enter, and it forks only for a peer of its own user. It ends when the raylet it was
+started under ends, or after IDLE_S without a rank, its ranks with it.
 """
 
 import contextlib
