@@ -128,6 +128,15 @@ def test_a_variable_the_templates_imports_set_reaches_its_ranks_unless_their_own
     assert len(node.template_pids()) == 1, "one template forked both (I_MPI_* is not in its key)"
 
 
+def test_what_a_launcher_sets_for_each_world_is_not_in_the_templates_key(node):
+    """Open MPI's, PMIx's, Hydra's variables, and the launch agent's of a world on several nodes (raympi.shim.PER_WORLD)
+    differ between worlds: one template forks every world's ranks."""
+    for world in ("1", "2"):
+        assert node.report(env={"OMPI_TEST_WORLD": world, "PMIX_RANK": "0", "RAYMPI_WORLD": world * 32,
+                                "RAYMPI_LAUNCHERS": f'{{"10.0.0.{world}": 4{world}}}'})["forked"]
+    assert len(node.template_pids()) == 1
+
+
 def test_what_killed_templates_left_is_removed_by_the_next_template(node):
     """A PID namespace or a container ends its processes with SIGKILL: a template then removes nothing."""
     node.templates.mkdir(mode=0o700)
