@@ -85,7 +85,11 @@ def _template(python: str, preload: str, name: str):
         lock = _free_lock(name)
         if lock is not None:  # none starts or serves
             with lock:
-                if _failed(name) or started:  # (one killed as it started leaves no log)
+                if could_not_start(name):
+                    print(f"raympi: this rank starts without a template: the last one could not start ({name}.log)",
+                          file=sys.stderr)
+                    return None
+                if started:  # it ended without serving (one killed as it started leaves no log)
                     return None
                 _start_template(python, preload, name, lock)
                 started = True
@@ -94,13 +98,10 @@ def _template(python: str, preload: str, name: str):
     return None
 
 
-def _failed(name: str) -> bool:
-    """Whether the last template of NAME could not start: then no rank starts another, and each says so."""
+def could_not_start(name: str) -> bool:
+    """Whether the last template of NAME could not start (its NAME.log says why): then no rank starts another."""
     log = f"{name}.log"
-    if os.path.exists(log) and os.path.getsize(log):
-        print(f"raympi: this rank starts without a template: the last one could not start ({log})", file=sys.stderr)
-        return True
-    return False
+    return os.path.exists(log) and os.path.getsize(log) > 0
 
 
 def _free_lock(name: str):

@@ -30,7 +30,7 @@ from typing import Dict, List, Optional, Tuple
 
 from . import forked
 from .ray_internals import DEFAULT_WORKER_MODULE, RAYLET_PID_ENV
-from .shim import MESSAGE_LIMIT
+from .shim import MESSAGE_LIMIT, could_not_start
 
 # How long a template waits for a rank to fork before it ends.
 IDLE_S = 600.0
@@ -43,7 +43,7 @@ def main(path: str, preload: str, lock_fd: str) -> None:
     that cannot start leaves its lock and log, which tells shims not to start another (see raympi.shim)."""
     name = path[:-len(".sock")]
     lock = os.fdopen(int(lock_fd), "w")
-    _sweep(os.path.dirname(path), lock)
+    _sweep(os.path.dirname(path))
     try:
         listener, imported_env = _ready(path, preload)
     except BaseException:  # noqa: B036 -- whatever it is, the log says it
@@ -57,26 +57,22 @@ def main(path: str, preload: str, lock_fd: str) -> None:
                 os.unlink(leftover)
 
 
-def _sweep(directory: str, own_lock) -> None:
+def _sweep(directory: str) -> None:
     """Remove what templates that were killed left (their socket, lock and empty log: a PID namespace or a container
-    ends with SIGKILL): a lock that nobody holds. What a template that could not start left stays (see main)."""
-    own = os.fstat(own_lock.fileno()).st_ino
+    ends with SIGKILL): a lock that nobody holds, this template's own excluded. What a template that could not start
+    left stays (see main)."""
     for lock_path in glob.glob(os.path.join(directory, "*.lock")):
         name = lock_path[:-len(".lock")]
+        if could_not_start(name):
+            continue
         try:
             with open(lock_path) as lock:
-                if os.fstat(lock.fileno()).st_ino == own or _said_why(f"{name}.log"):
-                    continue
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 for leftover in (f"{name}.sock", lock_path, f"{name}.log"):
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(leftover)
-        except OSError:  # held (it serves, or a rank's shim starts one), or removed meanwhile
+        except OSError:  # held (it serves, or starts, as this one does), or removed meanwhile
             continue
-
-
-def _said_why(log: str) -> bool:
-    return os.path.exists(log) and os.path.getsize(log) > 0
 
 
 def _ready(path: str, preload: str) -> Tuple[socket.socket, Dict[str, str]]:
