@@ -4,6 +4,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 import time
 
 from raympi.forked import launcher_pid
@@ -20,7 +21,8 @@ def report(out: str, extra_fd: str) -> None:
         json.dump({"forked": forked, "launcher": launcher_pid(), "cwd": os.getcwd(), "argv": sys.argv[1:],
                    "world": os.environ.get("OMPI_TEST_WORLD"), "cpus": sorted(os.sched_getaffinity(0)),
                    "umask": umask, "value": __import__("changing").VALUE, "pgid": os.getpgid(0),
-                   "set_by_import": os.environ.get("I_MPI_SET_BY_IMPORT")}, f)
+                   "set_by_import": os.environ.get("I_MPI_SET_BY_IMPORT"), "tmp": tempfile.gettempdir(),
+                   "made_by_import": getattr(sys.modules.get("makes_tmp"), "MADE", None)}, f)
 
 
 def exit_with(code: str) -> None:

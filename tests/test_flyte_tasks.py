@@ -189,6 +189,24 @@ def test_a_run_whose_outputs_refer_to_no_file_leaves_no_working_directory():
     assert run_dirs(dirs[0]) == set()
 
 
+@task(task_config=world(slots=2))
+def default_context_dirs() -> List[str]:
+    """The directories that flytekit's default context works in on each rank (a new thread's context does)."""
+    from flytekit.configuration import Config
+    from flytekit.core import data_persistence
+    from mpi4py import MPI
+
+    return sorted(set(sum(MPI.COMM_WORLD.allgather([data_persistence.flyte_tmp_dir, Config.local_sandbox_path]), [])))
+
+
+def test_ranks_forked_from_one_template_leave_flytekits_directories_to_it():
+    """They share the template's: each rank removed them as it started and ended, and a rank whose thread made its
+    default context as another removed them failed (FileExistsError, in the CI run of stop 38)."""
+    dirs = default_context_dirs()
+    assert len(dirs) == 2, f"the two ranks share their template's two: {dirs}"
+    assert all(Path(d).is_dir() and Path(d).parent.parent.name.startswith("raympi-templates-") for d in dirs), dirs
+
+
 @task
 def plus_one(values: List[str]) -> int:
     return len(values) + 1

@@ -128,6 +128,18 @@ def test_a_variable_the_templates_imports_set_reaches_its_ranks_unless_their_own
     assert len(node.template_pids()) == 1, "one template forked both (I_MPI_* is not in its key)"
 
 
+def test_what_the_templates_imports_make_in_the_temporary_directory_is_its_own_and_goes_with_it(node):
+    """flytekit makes two directories as it is imported: every rank forked from the template shares them, so no rank
+    removes them (flytekitplugins.raympi.flytekit_internals, 6); the template does as it ends."""
+    (node.tmp / "makes_tmp.py").write_text("import tempfile\nMADE = tempfile.mkdtemp(prefix='made-')\n")
+    report = node.report(preload="makes_tmp")
+    made = Path(report["made_by_import"])
+    assert made.is_dir() and made.parent.parent == node.templates, "in the template's own directory"
+    assert report["tmp"] == str(node.tmp), "a rank's own temporary directory is its TMPDIR, as a fresh rank's"
+    assert node.end() == set()
+    assert list(node.templates.iterdir()) == []
+
+
 def test_what_a_launcher_sets_for_each_world_is_not_in_the_templates_key(node):
     """Open MPI's, PMIx's, Hydra's variables, and the launch agent's of a world on several nodes (raympi.shim.PER_WORLD)
     differ between worlds: one template forks every world's ranks."""
@@ -142,6 +154,7 @@ def test_what_killed_templates_left_is_removed_by_the_next_template(node):
     node.templates.mkdir(mode=0o700)
     for suffix in (".sock", ".lock", ".log"):
         (node.templates / f"killed{suffix}").touch()
+    (node.templates / "killed.tmp" / "made-by-an-import").mkdir(parents=True)
     (node.templates / "failed.log").write_text("why it could not start")
     node.report()
     deadline = time.monotonic() + 60

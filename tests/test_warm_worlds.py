@@ -170,8 +170,8 @@ def test_nothing_of_a_warm_world_survives_its_driver():
 def test_a_driver_that_exits_right_after_a_call_leaves_nothing_behind(tmp_path):
     """Open MPI's shared memory (in /dev/shm unless btl_sm_backing_directory says otherwise; here the test's own
     folder, which no other world uses) is removed when the world ends, the warm one started as the driver exits too;
-    so are the temporary directories of every rank: flytekit makes two in every process that imports it and never
-    removes them (flytekitplugins/raympi/flytekit_internals.py, 6), so only the drivers' own stay."""
+    so are the temporary directories of every rank and template: flytekit makes two in every process that imports it
+    and never removes them (flytekitplugins/raympi/flytekit_internals.py, 6), so only the drivers' own stay."""
     driver = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(TESTS_DIR)!r})
@@ -189,6 +189,7 @@ def test_a_driver_that_exits_right_after_a_call_leaves_nothing_behind(tmp_path):
         assert wait_until_gone(processes_naming(str(shared_memory))) == set(), "the watchers of its directories"
         assert sorted(p.name for p in shared_memory.iterdir()) == []
         assert len(list(temp.glob("flyte*"))) == 2 * 2, "two per driver, none of a rank"
+        assert list(temp.glob("raympi-templates-*/*")) == [], "nor of a template (it makes a forked rank's)"
     finally:
         shutil.rmtree(temp, ignore_errors=True)
 

@@ -6,7 +6,9 @@ given (NAME.lock, locked as descriptor <lock fd>) for as long as it starts or se
     python -m raympi.template <socket path NAME.sock> <preload,...> <lock fd>
 
 It runs no user code (a rank imports its task's module itself, as it is now) and has no thread but its own (it does
-not start if an import started one), so forking it is as safe as starting a fresh interpreter. Its socket lies in a
+not start if an import started one), so forking it is as safe as starting a fresh interpreter. What its imports make
+in the temporary directory (flytekit makes two directories) lies in NAME.tmp, its own, and goes with it: a rank uses
+it as its template's. Its socket lies in a
 directory only its user can enter, and it forks only for a peer of its own user. It ends when the raylet it was
 started under ends, or after IDLE_S without a rank, its ranks with it.
 """
@@ -20,10 +22,12 @@ import importlib
 import json
 import os
 import selectors
+import shutil
 import signal
 import socket
 import struct
 import sys
+import tempfile
 import time
 import traceback
 from typing import Dict, List, Optional, Tuple
@@ -39,28 +43,35 @@ BASE_PRELOAD = ("raympi.flavours", "raympi.peer", "raympi.rank0", DEFAULT_WORKER
 
 
 def main(path: str, preload: str, lock_fd: str) -> None:
-    """Serve at `path` (NAME.sock, beside NAME.lock and NAME.log, its stderr); remove all three when it ends. One
-    that cannot start leaves its lock and log, which tells shims not to start another (see raympi.shim)."""
+    """Serve at `path` (NAME.sock, beside NAME.lock, NAME.log, its stderr, and NAME.tmp); remove them when it ends.
+    One that cannot start leaves its lock and log, which tells shims not to start another (see raympi.shim)."""
     name = path[:-len(".sock")]
     lock = os.fdopen(int(lock_fd), "w")
     _sweep(os.path.dirname(path))
     try:
-        listener, imported_env = _ready(path, preload)
+        listener, imported_env = _ready(name, preload)
     except BaseException:  # noqa: B036 -- whatever it is, the log says it
         traceback.print_exc()
+        shutil.rmtree(f"{name}.tmp", ignore_errors=True)
         sys.exit(1)
     try:
         _Template(listener, lock, imported_env).serve()
     finally:
-        for leftover in (path, f"{name}.lock", f"{name}.log"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(leftover)
+        _remove(name)
+
+
+def _remove(name: str) -> None:
+    """Remove the files of template NAME."""
+    for leftover in (f"{name}.sock", f"{name}.lock", f"{name}.log"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(leftover)
+    shutil.rmtree(f"{name}.tmp", ignore_errors=True)
 
 
 def _sweep(directory: str) -> None:
-    """Remove what templates that were killed left (their socket, lock and empty log: a PID namespace or a container
-    ends with SIGKILL): a lock that nobody holds, this template's own excluded. What a template that could not start
-    left stays (see main)."""
+    """Remove what templates that were killed left (their socket, lock, empty log and temporary directory: a PID
+    namespace or a container ends with SIGKILL): a lock that nobody holds. What a template that could not start left
+    stays (see main)."""
     for lock_path in glob.glob(os.path.join(directory, "*.lock")):
         name = lock_path[:-len(".lock")]
         if could_not_start(name):
@@ -68,20 +79,21 @@ def _sweep(directory: str) -> None:
         try:
             with open(lock_path) as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                for leftover in (f"{name}.sock", lock_path, f"{name}.log"):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(leftover)
+                _remove(name)
         except OSError:  # held (it serves, or starts, as this one does), or removed meanwhile
             continue
 
 
-def _ready(path: str, preload: str) -> Tuple[socket.socket, Dict[str, str]]:
-    """Import what the ranks need, then listen at `path`; and the environment variables the imports set (mpi4py's
-    FI_PROVIDER_PATH for Intel MPI's libfabric, say), which a fresh rank's imports would set too. A thread started
-    by an import would be missing, or holding a lock forever, in every forked rank: such a template does not
-    start."""
+def _ready(name: str, preload: str) -> Tuple[socket.socket, Dict[str, str]]:
+    """Import what the ranks need, making temporary files in NAME.tmp, then listen at NAME.sock; and the environment
+    variables the imports set (mpi4py's FI_PROVIDER_PATH for Intel MPI's libfabric, say), which a fresh rank's
+    imports would set too. A thread started by an import would be missing, or holding a lock forever, in every forked
+    rank: such a template does not start."""
     modules, before = [*BASE_PRELOAD, *filter(None, preload.split(","))], dict(os.environ)
+    os.makedirs(f"{name}.tmp", mode=0o700, exist_ok=True)
+    tempfile.tempdir = f"{name}.tmp"
     _preload(modules)
+    tempfile.tempdir = None  # a forked rank's is its own TMPDIR, as a fresh rank's
     threads = len(os.listdir("/proc/self/task"))
     if threads > 1:
         raise RuntimeError(f"importing {', '.join(modules)} started {threads - 1} thread(s): ranks forked from this "
@@ -91,9 +103,9 @@ def _ready(path: str, preload: str) -> Tuple[socket.socket, Dict[str, str]]:
     os.ftruncate(sys.stderr.fileno(), 0)
     os.lseek(sys.stderr.fileno(), 0, os.SEEK_SET)
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)  # a template's that ended without removing it
+        os.unlink(f"{name}.sock")  # a template's that ended without removing it
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    listener.bind(path)
+    listener.bind(f"{name}.sock")
     listener.listen(64)
     return listener, {name: value for name, value in os.environ.items() if before.get(name) != value}
 

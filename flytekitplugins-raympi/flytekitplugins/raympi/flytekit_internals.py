@@ -18,7 +18,8 @@ module of the package spells one of these names.
     file: rank 0 replaces it for its call (run_as_flytekit), the driver writing the run's one deck file (1).
  6. `flytekit.core.data_persistence.flyte_tmp_dir` and `flytekit.configuration.Config.local_sandbox_path`'s default:
     directories that every process importing flytekit makes for its default context (again in each new thread that
-    asks for a context) and never removes. ranks (a rank removes its own: it works in a directory of its own).
+    asks for a context) and never removes. ranks (a rank removes those it made: it works in a directory of its own;
+    a rank forked from a template leaves the template's, which every rank forked from it uses, to the template).
 """
 
 import os
@@ -32,6 +33,9 @@ from flytekit import PythonFunctionTask
 from flytekit.core.checkpointer import SyncCheckpoint
 from flytekit.core.context_manager import ExecutionParameters, FlyteContext
 from flytekit.models.literals import LiteralMap
+
+# The process that imported flytekit, as it imported this module: it made the directories of (6).
+_IMPORTED_BY = os.getpid()
 
 
 def write_deck(params: ExecutionParameters, directory: str) -> str:
@@ -55,10 +59,13 @@ def move_scratch(checkpoint: SyncCheckpoint, directory: str) -> None:
 
 
 def remove_flytekit_tmp_dirs() -> None:
-    """Remove the directories that flytekit made for this process's default context. (6)"""
+    """Remove the directories that flytekit made for this process's default context, if this process imported it:
+    a forked process shares them with the one it was forked from. (6)"""
     from flytekit.configuration import Config
     from flytekit.core import data_persistence
 
+    if os.getpid() != _IMPORTED_BY:
+        return
     for path in (data_persistence.flyte_tmp_dir, Config.local_sandbox_path):
         shutil.rmtree(path, ignore_errors=True)
 

@@ -110,7 +110,8 @@ Rank0Result = Tuple[bytes, Dict[str, bytes], Dict[str, str], Optional[List[dict]
 def _leaving_no_flytekit_dirs(rank_entry):
     """`rank_entry`, removing the directories that flytekit made for this process's default context, as it imported
     and then in each new thread (rank 0's body runs on one): a rank works in a directory of its own (rank_context).
-    Removed as the rank starts too, so that a rank killed while it waited for its call leaves none."""
+    Removed as the rank starts too, so that a rank killed while it waited for its call leaves none. A rank forked
+    from a template removes none: they are the template's, in use by every rank forked from it (raympi.template)."""
 
     @functools.wraps(rank_entry)
     def run(*args, **kwargs):
