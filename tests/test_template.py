@@ -142,11 +142,18 @@ def test_what_the_templates_imports_make_in_the_temporary_directory_is_its_own_a
 
 def test_what_a_launcher_sets_for_each_world_is_not_in_the_templates_key(node):
     """Open MPI's, PMIx's, Hydra's variables, and the launch agent's of a world on several nodes (raympi.shim.PER_WORLD)
-    differ between worlds: one template forks every world's ranks."""
-    for world in ("1", "2"):
+    differ between worlds: one template forks every world's ranks. So do the library paths of a rank that mpirun
+    started and of one that Open MPI's daemon on another node started (measured on the namespace cluster: a node
+    had a template for either, as rank 0's node or not)."""
+    lib = f"{sys.prefix}/lib"
+    by_mpirun = {"LD_LIBRARY_PATH": f"{lib}:{lib}:{lib}"}
+    by_its_daemon = {"LD_LIBRARY_PATH": f"{lib}:{lib}:{lib}:{lib}:", "DYLD_LIBRARY_PATH": f"{lib}:{lib}:"}
+    for world, library_paths in (("1", by_mpirun), ("2", by_its_daemon)):
         assert node.report(env={"OMPI_TEST_WORLD": world, "PMIX_RANK": "0", "RAYMPI_WORLD": world * 32,
-                                "RAYMPI_LAUNCHERS": f'{{"10.0.0.{world}": 4{world}}}'})["forked"]
+                                "RAYMPI_LAUNCHERS": f'{{"10.0.0.{world}": 4{world}}}', **library_paths})["forked"]
     assert len(node.template_pids()) == 1
+    assert node.report(env={"LD_LIBRARY_PATH": f"{node.tmp}:{lib}"})["forked"]
+    assert len(node.template_pids()) == 2, "another search path: another template"
 
 
 def test_what_killed_templates_left_is_removed_by_the_next_template(node):

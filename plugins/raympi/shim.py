@@ -28,9 +28,15 @@ import time
 
 # The variables a launcher sets for each rank of each world: the template's key leaves them out (every world would
 # need a template of its own), and nothing reads them before MPI_Init. PYTHONBREAKPOINT: Ray's, for rank 0 only;
-# RAYMPI_LAUNCHERS and RAYMPI_WORLD: for the launch agent of a world on several nodes (raympi.launch_agent).
+# RAYMPI_LAUNCHERS and RAYMPI_WORLD: for the launch agent of a world on several nodes (raympi.launch_agent);
+# DYLD_LIBRARY_PATH: Open MPI's daemon on another node sets it (macOS's linker reads it; Linux's does not).
 PER_WORLD = ("OMPI_", "PMIX_", "PRTE_", "OPAL_", "PMI_", "HYDRA_", "HYDI_", "MPI_LOCAL", "I_MPI_", "PYTHONBREAKPOINT",
-             "RAYMPI_LAUNCHERS", "RAYMPI_WORLD")
+             "RAYMPI_LAUNCHERS", "RAYMPI_WORLD", "DYLD_LIBRARY_PATH")
+# Search paths that a launcher lengthens: Open MPI's daemon on another node adds its library directory to
+# LD_LIBRARY_PATH once more than mpirun does, and an empty entry. A template's is as the linker searches it (each
+# directory once, in order; an empty entry is the working directory, "/" in a template), so that a node's ranks fork
+# from one template whichever node runs mpirun.
+SEARCH_PATHS = ("LD_LIBRARY_PATH",)
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
              signal.SIGCONT)
 MESSAGE_LIMIT = 1 << 20
@@ -50,7 +56,10 @@ def main(argv) -> None:
 
 def template_env() -> dict:
     """This process's environment without what differs between worlds: the template's, and part of its key."""
-    return {name: value for name, value in os.environ.items() if not name.startswith(PER_WORLD)}
+    env = {name: value for name, value in os.environ.items() if not name.startswith(PER_WORLD)}
+    for name in env.keys() & set(SEARCH_PATHS):
+        env[name] = ":".join(dict.fromkeys(filter(None, env[name].split(":"))))
+    return env
 
 
 def socket_path(python: str, preload: str):

@@ -21,8 +21,9 @@ def node_ips() -> str:
 
 
 def report_world(x: int, fail_on_rank: int) -> Tuple[List[str], FlyteFile]:
-    """Each rank reports "rank/size ips pid total niceness OMP_NUM_THREADS JOB_MARK start" (start: forked from a
-    template, or fresh); rank 0 also writes the report to a file it returns."""
+    """Each rank reports "rank/size ips pid total niceness OMP_NUM_THREADS JOB_MARK start parent" (start: forked from
+    a template, or fresh; parent: its parent's pid, the template's if forked); rank 0 also writes the report to a file
+    it returns."""
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD
@@ -33,7 +34,7 @@ def report_world(x: int, fail_on_rank: int) -> Tuple[List[str], FlyteFile]:
     nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())  # this thread's (Linux)
     rows = comm.gather(f"{comm.rank}/{comm.size} {node_ips()} {os.getpid()} {total} {nice} "
                        f"{os.environ.get('OMP_NUM_THREADS')} {os.environ.get('JOB_MARK', '-')} "
-                       f"{'forked' if launcher_pid() != os.getppid() else 'fresh'}", root=0)
+                       f"{'forked' if launcher_pid() != os.getppid() else 'fresh'} {os.getppid()}", root=0)
     report = Path(current_context().working_directory) / "report.txt"
     if comm.rank == 0:
         report.write_text("\n".join(rows) + "\n")
