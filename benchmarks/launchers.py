@@ -56,20 +56,18 @@ def _env_var(name: str, value: str):
             os.environ[name] = previous
 
 
-def mpirun(ranks: int, body: str, flavour: str = "openmpi", python: str = sys.executable) -> Case:
-    """Plain `mpirun` (or the flavour's own launcher, its ranks running `python`)."""
+def mpirun(ranks: int, body: str, flavour: str = "openmpi", python: str = sys.executable, args=(),
+           method: str = "") -> Case:
+    """Plain `mpirun` (or the flavour's own launcher, its ranks running `python`), with `args` before `-n`."""
     mpi = FLAVOURS[flavour]
-    run = _process(mpi.find(python), *mpi.as_root(), *_oversubscribe(ranks, flavour), "-n", str(ranks),
+    run = _process(mpi.find(python), *mpi.as_root(), *_oversubscribe(ranks, flavour), *args, "-n", str(ranks),
                    python, "-m", "benchmarks.bodies", body)
-    return Case("mpirun" if flavour == "openmpi" else f"mpiexec:{flavour}", ranks, body, run)
+    return Case(method or ("mpirun" if flavour == "openmpi" else f"mpiexec:{flavour}"), ranks, body, run)
 
 
 def mpirun_btl(ranks: int, body: str) -> Case:
     """Plain `mpirun` without the libfabric BTL, as RayMPIJob's Open MPI ranks run (raympi.flavours.OpenMPI.env)."""
-    mpi = FLAVOURS["openmpi"]
-    run = _process(mpi.find(), *mpi.as_root(), *_oversubscribe(ranks), "--mca", "btl", "^ofi", "-n", str(ranks),
-                   sys.executable, "-m", "benchmarks.bodies", body)
-    return Case("mpirun_btl", ranks, body, run)
+    return mpirun(ranks, body, args=("--mca", "btl", "^ofi"), method="mpirun_btl")
 
 
 @ray.remote(max_retries=0)
