@@ -11,13 +11,14 @@ import time
 from conftest import command_line, processes_naming, wait_until_gone
 
 # A launcher whose two children, its ranks, each ask for the directory (naming as the launcher's program its own, or
-# the name given), print it and wait.
+# the name given), write it as one line in one write (print writes the line's end apart when unbuffered) and wait.
 LAUNCHER = textwrap.dedent("""
     import subprocess, sys
     parent, leftovers, named = sys.argv[1:]
     launcher = open("/proc/self/comm").read().strip() if named == "launcher" else named
-    rank = ("import sys, time; from raympi.launcher_dir import launcher_dir; "
-            "print(launcher_dir(sys.argv[1], sys.argv[2], [sys.argv[3]]), flush=True); time.sleep(600)")
+    rank = ("import os, sys, time; from raympi.launcher_dir import launcher_dir; "
+            "path = launcher_dir(sys.argv[1], sys.argv[2], [sys.argv[3]]); "
+            "os.write(1, (path + os.linesep).encode()); time.sleep(600)")
     ranks = [subprocess.Popen([sys.executable, "-c", rank, parent, leftovers, launcher]) for _ in range(2)]
     [r.wait() for r in ranks]
 """)
