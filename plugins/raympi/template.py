@@ -8,9 +8,8 @@ given (NAME.lock, locked as descriptor <lock fd>) for as long as it starts or se
 It runs no user code (a rank imports its task's module itself, as it is now) and has no thread but its own (it does
 not start if an import started one), so forking it is as safe as starting a fresh interpreter. What its imports make
 in the temporary directory (flytekit makes two directories) lies in NAME.tmp, its own, and goes with it: a rank uses
-it as its template's. Its socket lies in a
-directory only its user can enter, and it forks only for a peer of its own user. It ends when the raylet it was
-started under ends, or after IDLE_S without a rank, its ranks with it.
+it as its template's. Its socket lies in a directory only its user can enter, and it forks only for a peer of its
+own user. It ends when the raylet it was started under ends, or after IDLE_S without a rank, its ranks with it.
 """
 
 import contextlib
@@ -107,7 +106,7 @@ def _ready(name: str, preload: str) -> Tuple[socket.socket, Dict[str, str]]:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     listener.bind(f"{name}.sock")
     listener.listen(64)
-    return listener, {name: value for name, value in os.environ.items() if before.get(name) != value}
+    return listener, {var: value for var, value in os.environ.items() if before.get(var) != value}
 
 
 def _preload(modules: List[str]) -> None:
