@@ -1,5 +1,6 @@
 import os
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -12,6 +13,14 @@ TESTS_DIR = Path(__file__).resolve().parent
 # Peers' lines differ only in numbers; Ray's log dedup would fold them together.
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
+def pytest_collection_finish(session):
+    """This process runs no rank: a test module that imports mpi4py.MPI would make it a singleton MPI world, and Open
+    MPI leaves such a world's shared memory in /dev/shm (sm_segment.*) once it exits. Ranks import it themselves."""
+    if "mpi4py.MPI" in sys.modules:
+        raise pytest.UsageError("a test module imported mpi4py.MPI into pytest's process (a module it imports does "
+                                "`from mpi4py import MPI`): import it inside what the ranks run")
 
 
 @pytest.fixture(scope="module")

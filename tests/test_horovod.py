@@ -12,7 +12,6 @@ import torch
 from flytekit import task
 from horovod.common.exceptions import HorovodInternalError
 
-import mpi_entries
 from conftest import recorded_pids, wait_until_gone
 from flytekitplugins.raympi import RayMPIJob, Worker
 from raympi import MPIRankError
@@ -107,6 +106,7 @@ def test_every_rank_ends_training_with_identical_parameters():
 def horovod_op_fails(mode: str, pids_file: str) -> int:
     """Rank 1 breaks the allreduce the other ranks are in: a tensor of another shape, or an exception."""
     import horovod.torch as hvd
+    import mpi_entries
 
     mpi_entries.record_pids(pids_file)
     hvd.init()
