@@ -122,6 +122,10 @@ class Session:
         values = [v for v in map(figure, self.samples.get(key, [])) if v is not None]
         return statistics.median(values) if values else None
 
+    def median_phases(self, key: str) -> list[float | None]:
+        """The median of each of PHASES over the samples of `key` (each on its own: they need not add up)."""
+        return [self.median(key, lambda s, p=phase: s.phases.get(p)) for phase in PHASES]
+
     def close(self) -> None:
         self._reap()
         ray.shutdown()

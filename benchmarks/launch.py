@@ -32,9 +32,8 @@ def run(session: Session, options) -> Section:
     for n in ranks:
         for method in (*WARM, *COLD):
             median, floor = wall[method, n], wall["mpirun", n]
-            split = [session.median(f"{method}/{n}/launch", lambda s, p=p: s.phases.get(p)) for p in PHASES]
-            rows.append([n, launchers.LABELS[method], seconds(median),
-                         "" if method == "mpirun" else f"{median - floor:+.2f}", *map(seconds, split)])
+            rows.append([n, launchers.LABELS[method], seconds(median), "" if method == "mpirun" else
+                         f"{median - floor:+.2f}", *map(seconds, session.median_phases(f"{method}/{n}/launch"))])
     flytekit = session.median("flytekit/1/launch")
     targets = []
     if 2 in ranks:
@@ -56,9 +55,9 @@ def run(session: Session, options) -> Section:
     def plot(ax):
         labels = [f"{launchers.LABELS[m].split(' ')[0]} {n} ranks" for n in ranks for m in (*WARM, "cold")]
         bottoms = [0.0] * len(labels)
-        for phase in PHASES:
-            widths = [session.median(f"{m}/{n}/launch", lambda s, p=phase: s.phases.get(p)) or 0.0
-                      for n in ranks for m in (*WARM, "cold")]
+        split = [session.median_phases(f"{m}/{n}/launch") for n in ranks for m in (*WARM, "cold")]
+        for i, phase in enumerate(PHASES):
+            widths = [phases[i] or 0.0 for phases in split]
             ax.barh(labels, widths, left=bottoms, label=phase)
             bottoms = [b + w for b, w in zip(bottoms, widths)]
         ax.invert_yaxis()

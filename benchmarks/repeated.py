@@ -10,7 +10,7 @@ import statistics
 import time
 
 from benchmarks import launchers, procinfo
-from benchmarks.harness import MPIRUN_NAMES, Case, Sample, Session
+from benchmarks.harness import MPIRUN_NAMES, PHASES, Case, Sample, Session
 from benchmarks.report import Section, Target, seconds
 
 METHODS = {"mpirun": launchers.mpirun, "ray": launchers.ray_runtime_env, "raympijob": launchers.raympijob,
@@ -126,11 +126,12 @@ def run(session: Session, options) -> Section:
         ax.set_xlabel("seconds per call (median)")
 
     rows = [[n, launchers.LABELS[m], spacing(g), seconds(wall[m, n, g]), f"{wall[m, n, g] / wall['mpirun', n, g]:.2f}",
-             f"{sum(s.prestarted for s in session.samples[key(m, n, g)])} of {options.repeats}"] for m, n, g in order]
+             f"{sum(s.prestarted for s in session.samples[key(m, n, g)])} of {options.repeats}",
+             *map(seconds, session.median_phases(key(m, n, g)))] for m, n, g in order]
     targets = [Target(f"(c) repeated call, 2 ranks, {spacing(g)} <= {REPEATED_CALL_S} s",
                       f"{wall['raympijob', 2, g]:.2f} s", wall["raympijob", 2, g] <= REPEATED_CALL_S)
                for g in GAPS_S if 2 in ranks]
-    headers = ["ranks", "how", "calls", "per call s", "ratio to (a)", "world already running"]
+    headers = ["ranks", "how", "calls", "per call s", "ratio to (a)", "world already running", *PHASES]
     return Section("Repeated calls: one task called again in one process, Ray up", headers, rows, targets,
                    notes(session, options, warmup), plot)
 
@@ -148,6 +149,8 @@ def notes(session: Session, options, warmup: int) -> str:
             f"{', '.join(f'{spacing(g)} {between[g]:.2f} s' for g in GAPS_S)}); turns go round-robin over the cases "
             "of one spacing and ranks. Ratio: against (a) plain mpirun, same ranks and spacing, this run. World "
             "already running: timed calls whose mpirun had started before the call (a warm world; for (b) and (c'), "
-            "a spare: Ray starts spare workers for a runtime env, and here a worker is a whole world). Idle warm "
+            "a spare: Ray starts spare workers for a runtime env, and here a worker is a whole world). Phases as in the "
+            "launch table, from the call's start: of a world started before the call, what the call still waited "
+            "for (a world up already: none of *worker forked* and *ranks started*). Idle warm "
             "world, all its processes (mpirun, ranks and the shims of ranks forked from a template; RSS / PSS in MB of 10^6 bytes, /proc/<pid>/smaps_rollup): "
             + idle)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.harness import PHASES
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--repeats", "1", "--warmup", "0", "--launch-ranks", "2", "--scaling-ranks", "2", "--sizes-mib", "1",
         "--iterations", "2", "--steps", "2", "--nodes", "1", "2", "--repeated-ranks", "2"]
@@ -56,6 +58,9 @@ def test_harness_measures_every_case_and_reports(tmp_path):
     assert all(samples[key][0]["result"] == 2 for key in REPEATED)
     assert samples["mpirun+5s/2/launch"][0]["since_previous"] >= 5
     assert samples["raympijob+5s/2/launch"][0]["prestarted"]
+    repeated_header = next(line for line in done.stdout.split("### Repeated calls", 1)[1].splitlines()
+                           if line.startswith("|"))
+    assert all(f" {phase} " in repeated_header for phase in PHASES), "where a repeated call's time goes"
     (idle,) = samples["warm_world/2/idle"]
     assert set(idle["result"]["memory_mb"]) == {"mpirun", "rank 0", "rank 1", "shim 0", "shim 1"}, "forked ranks"
     assert set(idle["result"]["template"]) == {"rss", "pss", "start_s", "idle_cpu_s_per_s"}
