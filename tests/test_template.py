@@ -19,6 +19,7 @@ import pytest
 from benchmarks import procinfo
 from conftest import TESTS_DIR, processes_naming, wait_until_gone
 from raympi.command import SHIM
+from raympi.shim import WAIT_S
 
 
 class Node:
@@ -229,6 +230,16 @@ def test_a_template_that_cannot_start_is_not_started_again_and_ranks_say_so(node
     assert not node.report(preload=preload)["forked"]
     assert f"this rank starts without a template: the last one could not start ({logs[0]})" in node.stderr
     assert wait_until_gone(node.template_pids()) == set(), "it ended"
+
+
+def test_a_rank_whose_template_does_not_listen_in_time_starts_without_it_and_the_template_serves_later_ranks(node):
+    """A template still importing after WAIT_S (a slow file system, a large preload)."""
+    (node.tmp / "slow.py").write_text(f"import time\ntime.sleep({WAIT_S + 5})\n")
+    started = time.monotonic()
+    assert not node.report(preload="slow")["forked"], "it started without the template"
+    assert time.monotonic() - started >= WAIT_S
+    assert f"this rank starts without a template: none listened within {WAIT_S:.0f} s" in node.stderr
+    assert node.report(preload="slow")["forked"], "the next rank waited for the template, still starting, to listen"
 
 
 def test_a_stranger_cannot_have_a_rank_forked(node):
