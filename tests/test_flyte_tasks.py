@@ -20,7 +20,7 @@ from flytekit.core.base_task import IgnoreOutputs
 from flytekit.core.type_engine import TypeEngine
 from flytekit.types.file import FlyteFile
 
-from conftest import recorded_pids, seconds_since_failure, wait_until_gone
+from conftest import recorded_pids, run_leaving_nothing, seconds_since_failure, wait_until_gone
 from flytekitplugins.raympi import launch
 from flytekitplugins.raympi import ActiveDeadlineExceeded, Launcher, RayMPIJob, RunPolicy, Worker
 from raympi import MPIRankError
@@ -365,6 +365,31 @@ def test_pyflyte_run_of_the_flagship_example():
         assert f"rank {rank} of 4" in result.stdout
     pi = float(re.search(r"o0=([0-9.]+)", result.stdout).group(1))
     assert abs(pi - 3.1416) < 0.05
+
+
+TOP_LEVEL_MPI4PY = """
+from mpi4py import MPI
+from flytekit import task
+from flytekitplugins.raympi import RayMPIJob, Worker
+
+
+@task(task_config=RayMPIJob(worker=Worker(replicas=1), slots=2))
+def size() -> int:
+    return MPI.COMM_WORLD.allreduce(1)
+
+
+print(size())
+"""
+
+
+def test_a_task_module_importing_mpi4py_at_its_top_runs_and_its_driver_says_to_move_it_leaving_nothing(tmp_path):
+    """The driver imports the task's module: there `from mpi4py import MPI` makes it an MPI world of its own (a
+    singleton), whose shared memory Open MPI would leave in /dev/shm."""
+    (tmp_path / "wf.py").write_text(TOP_LEVEL_MPI4PY)
+    done = run_leaving_nothing([sys.executable, "wf.py"], tmp_path, os.environ)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines()[-1] == "2"
+    assert "import mpi4py inside the task's function" in " ".join(done.stdout.split()), "flytekit logs to stdout"
 
 
 @task(task_config=world(slots=2))

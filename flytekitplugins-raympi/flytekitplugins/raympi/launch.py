@@ -29,7 +29,7 @@ import raympi
 from raympi.flavours import FLAVOURS
 from raympi.ray_internals import bundle_nodes, job_runtime_env, nodes_offering
 
-from . import blobs, ranks, warm
+from . import blobs, ranks, singleton, warm
 from .config import ActiveDeadlineExceeded, RayMPIJob, switch
 from .deck import world_deck
 from .flytekit_internals import checkpoint_locations, write_deck
@@ -92,6 +92,7 @@ def run_world(config: RayMPIJob, name: str, assign: Callable[[str, str], Any], o
     ranks.run_rank0). `assign(run_id, driver_node)` makes the assignment every rank runs (see ranks.Assignment);
     `observed`: the world keeps its ranks' output and marks for a deck; `deadline`: (seconds or None, the setting
     that gave it). `marks` gets the driver's timeline ("called", "placement reserved"), also when the world fails."""
+    singleton.notice()
     templates = switch(TEMPLATES_VAR, on="forks every rank from a template process that imported flytekit",
                        off="starts every rank as a fresh interpreter")
     connected = _connect(config)
