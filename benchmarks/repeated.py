@@ -149,8 +149,8 @@ def notes(session: Session, options, warmup: int) -> str:
             f"{', '.join(f'{spacing(g)} {between[g]:.2f} s' for g in GAPS_S)}); turns go round-robin over the cases "
             "of one spacing and ranks. Ratio: against (a) plain mpirun, same ranks and spacing, this run. World "
             "already running: timed calls whose mpirun had started before the call (a warm world; for (b) and (c'), "
-            "a spare: Ray starts spare workers for a runtime env, and here a worker is a whole world). Phases as in the "
-            "launch table, from the call's start: of a world started before the call, what the call still waited "
-            "for (a world up already: none of *worker forked* and *ranks started*). Idle warm "
+            "a spare: Ray starts spare workers for a runtime env, and here a worker is a whole world). Phases as "
+            "in the launch table, from the call's start: of a world started before the call, what the call still "
+            "waited for (a world up already: none of *worker forked* and *ranks started*). Idle warm "
             "world, all its processes (mpirun, ranks and the shims of ranks forked from a template; RSS / PSS in MB of 10^6 bytes, /proc/<pid>/smaps_rollup): "
             + idle)
