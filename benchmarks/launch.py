@@ -32,8 +32,9 @@ def run(session: Session, options) -> Section:
     for n in ranks:
         for method in (*WARM, *COLD):
             median, floor = wall[method, n], wall["mpirun", n]
-            rows.append([n, launchers.LABELS[method], seconds(median), "" if method == "mpirun" else
-                         f"{median - floor:+.2f}", *map(seconds, session.median_phases(f"{method}/{n}/launch"))])
+            added = "" if method == "mpirun" else f"{median - floor:+.2f}"
+            rows.append([n, launchers.LABELS[method], seconds(median), added,
+                         *map(seconds, session.median_phases(f"{method}/{n}/launch"))])
     flytekit = session.median("flytekit/1/launch")
     targets = []
     if 2 in ranks:

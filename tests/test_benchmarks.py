@@ -58,9 +58,12 @@ def test_harness_measures_every_case_and_reports(tmp_path):
     assert all(samples[key][0]["result"] == 2 for key in REPEATED)
     assert samples["mpirun+5s/2/launch"][0]["since_previous"] >= 5
     assert samples["raympijob+5s/2/launch"][0]["prestarted"]
-    repeated_header = next(line for line in done.stdout.split("### Repeated calls", 1)[1].splitlines()
-                           if line.startswith("|"))
-    assert all(f" {phase} " in repeated_header for phase in PHASES), "where a repeated call's time goes"
+    repeated = [line.split("|")[1:-1] for line in done.stdout.split("### Repeated calls", 1)[1].split("\n\n")[1]
+                .splitlines() if line.startswith("|")]
+    columns = [cell.strip() for cell in repeated[0]]
+    assert columns[-len(PHASES):] == list(PHASES), "where a repeated call's time goes"
+    (back_to_back,) = [row for row in repeated if "(c) RayMPIJob" in row[1] and "back to back" in row[2]]
+    assert float(back_to_back[columns.index("rank 0 ready")]) > 0
     (idle,) = samples["warm_world/2/idle"]
     assert set(idle["result"]["memory_mb"]) == {"mpirun", "rank 0", "rank 1", "shim 0", "shim 1"}, "forked ranks"
     assert set(idle["result"]["template"]) == {"rss", "pss", "start_s", "idle_cpu_s_per_s"}

@@ -11,7 +11,7 @@ import os
 import shlex
 import shutil
 import sys
-from typing import TYPE_CHECKING, Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional, Set
 
 from .launcher_dir import launcher_dir
 
@@ -36,6 +36,13 @@ def _find(program: str, python: str, fix: str) -> str:
     if found:
         return found
     raise LauncherNotFound(f"{program} was found neither beside {python} nor on PATH. {fix}")
+
+
+def mapped(pattern: str) -> Set[str]:
+    """The files matching `pattern` (a glob) that this process maps."""
+    with open("/proc/self/maps") as maps:
+        files = {fields[5].strip() for fields in (line.split(maxsplit=5) for line in maps) if len(fields) > 5}
+    return files & set(glob.glob(pattern))
 
 
 class Flavour:
@@ -72,9 +79,7 @@ class Flavour:
         and the memory is freed when the last of them ends."""
         if not self.shared_memory:
             return
-        with open("/proc/self/maps") as maps:
-            mapped = {fields[5].strip() for fields in (line.split(maxsplit=5) for line in maps) if len(fields) > 5}
-        for path in mapped & set(glob.glob(self.shared_memory)):
+        for path in mapped(self.shared_memory):
             try:
                 os.unlink(path)
             except FileNotFoundError:  # a rank beside this one was first
