@@ -57,8 +57,8 @@ def run(session: Session, options) -> Section:
         labels = [f"{launchers.LABELS[m].split(' ')[0]} {n} ranks" for n in ranks for m in (*WARM, "cold")]
         bottoms = [0.0] * len(labels)
         split = [session.median_phases(f"{m}/{n}/launch") for n in ranks for m in (*WARM, "cold")]
-        for i, phase in enumerate(PHASES):
-            widths = [phases[i] or 0.0 for phases in split]
+        for phase, medians in zip(PHASES, zip(*split)):
+            widths = [median or 0.0 for median in medians]
             ax.barh(labels, widths, left=bottoms, label=phase)
             bottoms = [b + w for b, w in zip(bottoms, widths)]
         ax.invert_yaxis()

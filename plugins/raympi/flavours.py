@@ -127,8 +127,12 @@ class OpenMPI(Flavour):
         """The segments go into a directory of the launcher's (see raympi.launcher_dir), in the one asked for
         (/dev/shm by default): a killed mpirun removes none. A rank's parent is prterun (what mpirun runs as) or,
         on another node, its daemon."""
-        os.environ[self.backing_directory] = launcher_dir(os.environ.get(self.backing_directory, "/dev/shm"),
-                                                          self.leftovers, launchers=("prterun", self.daemon))
+        os.environ[self.backing_directory] = launcher_dir(self.backing(), self.leftovers,
+                                                          launchers=("prterun", self.daemon))
+
+    def backing(self) -> str:
+        """The directory asked for btl/sm's segments (OMPI_MCA_btl_sm_backing_directory), /dev/shm by default."""
+        return os.environ.get(self.backing_directory, "/dev/shm")
 
     def dry_run(self, program: List[str]) -> List[str]:
         return ["--do-not-launch", *program]

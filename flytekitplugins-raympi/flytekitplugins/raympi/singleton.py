@@ -24,8 +24,7 @@ def notice() -> None:
     logger.warning("RayMPIJob: this process runs no MPI rank but initialized MPI, which costs it time and Open MPI's "
                    "shared memory (is mpi4py.MPI imported at the top of the task's module?): import mpi4py inside "
                    "the task's function")
-    backing = os.environ.get(FLAVOURS["openmpi"].backing_directory, "/dev/shm")
-    atexit.register(_remove, mapped(os.path.join(backing, "sm_segment.*")))
+    atexit.register(_remove, mapped(os.path.join(FLAVOURS["openmpi"].backing(), "sm_segment.*")))
 
 
 def _remove(paths) -> None:
